@@ -1,0 +1,449 @@
+//! Configuration: reads a TOML file (or the built-in default), validates it and turns it into
+//! the immutable `Config` model. Every error names the file, the key and the reason.
+
+mod default;
+mod model;
+mod raw;
+mod units;
+
+pub use default::DEFAULT_CONFIG;
+pub use model::*;
+pub use units::{parse_duration, parse_size};
+
+use raw::*;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+/// A config that cannot be used, as `FILE: key.path: reason`.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        key: String::new(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse(&text, &file)
+}
+
+/// The built-in default config.
+pub fn builtin() -> Config {
+    // The default is a constant checked by a unit test, so failing here is a build defect.
+    parse(DEFAULT_CONFIG, "<built-in>").expect("built-in config is valid")
+}
+
+/// Parses and validates config text; `file` only names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        // toml's message carries a source excerpt over several lines; the first line is the reason.
+        let msg = inner.message().to_string();
+        let line = inner
+            .span()
+            .map(|s| format!(" (line {})", text[..s.start].matches('\n').count() + 1))
+            .unwrap_or_default();
+        ConfigError {
+            file: file.to_string(),
+            key: if key == "." { String::new() } else { key },
+            reason: format!("{msg}{line}"),
+        }
+    })?;
+    Validator { file }.config(raw, file)
+}
+
+struct Validator<'a> {
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn duration(&self, key: &str, v: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_duration(s).map_err(|r| self.err(key, r)),
+        }
+    }
+
+    fn size(&self, key: &str, v: Option<&Size>, default: u64) -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(Size::Bytes(n)) if *n >= 0 => Ok(*n as u64),
+            Some(Size::Bytes(n)) => Err(self.err(key, format!("size {n} is negative"))),
+            Some(Size::Text(s)) => parse_size(s).map_err(|r| self.err(key, r)),
+        }
+    }
+
+    fn count(&self, key: &str, v: Option<i64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(n) if n >= min as i64 && (n as u64) <= max => Ok(n as u64),
+            Some(n) => Err(self.err(key, format!("{n} is out of range ({min}..={max})"))),
+        }
+    }
+
+    fn addr(&self, key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(a);
+        }
+        // Names are resolved once here, at load time, never on a worker thread.
+        let mut addrs = s
+            .to_socket_addrs()
+            .map_err(|e| self.err(key, format!("invalid address {s:?}: {e} (expected HOST:PORT)")))?;
+        addrs
+            .next()
+            .ok_or_else(|| self.err(key, format!("address {s:?} resolved to nothing")))
+    }
+
+    fn config(&self, raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
+        let runtime = self.runtime(&raw.runtime)?;
+        let http = self.http(&raw.http)?;
+        let proxy = self.proxy(&raw.proxy)?;
+        if raw.listeners.is_empty() {
+            return Err(self.err("listener", "at least one [[listener]] is required"));
+        }
+        let mut listeners = Vec::new();
+        for (i, l) in raw.listeners.iter().enumerate() {
+            let bind = self.addr(&format!("listener[{i}].bind"), &l.bind)?;
+            let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
+            if let Some(prev) = listeners.iter().find(|p: &&Listener| p.bind == bind && bind.port() != 0) {
+                return Err(self.err(
+                    format!("listener[{i}].bind"),
+                    format!("{bind} is already used by listener {:?}", prev.name),
+                ));
+            }
+            listeners.push(Listener { name, bind });
+        }
+        let mut upstreams = Vec::new();
+        let mut index = BTreeMap::new();
+        for (name, u) in &raw.upstreams {
+            index.insert(name.clone(), upstreams.len());
+            upstreams.push(self.upstream(name, u)?);
+        }
+        if raw.routes.is_empty() {
+            return Err(self.err("route", "at least one [[route]] is required"));
+        }
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.iter().enumerate() {
+            routes.push(self.route(i, r, &index)?);
+        }
+        Ok(Config {
+            source: file.to_string(),
+            runtime,
+            http,
+            proxy,
+            listeners,
+            upstreams,
+            routes,
+        })
+    }
+
+    fn runtime(&self, r: &RawRuntime) -> Result<Runtime, ConfigError> {
+        let cpus_online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = match &r.workers {
+            None => 1,
+            Some(Workers::Word(w)) if w == "auto" => cpus_online,
+            Some(Workers::Word(w)) => {
+                return Err(self.err("runtime.workers", format!("{w:?} is neither a number nor \"auto\"")))
+            }
+            Some(Workers::Count(n)) if (1..=1024).contains(n) => *n as usize,
+            Some(Workers::Count(n)) => return Err(self.err("runtime.workers", format!("{n} is out of range (1..=1024)"))),
+        };
+        let cpus = match &r.cpus {
+            None => {
+                if matches!(r.workers, Some(Workers::Word(_))) {
+                    (0..workers).collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            Some(list) => {
+                if list.len() < workers {
+                    return Err(self.err(
+                        "runtime.cpus",
+                        format!("lists {} CPUs for {workers} workers; give one CPU per worker", list.len()),
+                    ));
+                }
+                let mut out = Vec::new();
+                for (i, c) in list.iter().enumerate() {
+                    if *c < 0 || *c as usize >= cpus_online.max(1024) {
+                        return Err(self.err(format!("runtime.cpus[{i}]"), format!("CPU {c} does not exist")));
+                    }
+                    out.push(*c as usize);
+                }
+                out.truncate(workers);
+                out
+            }
+        };
+        let uring_entries = self.count("runtime.uring_entries", r.uring_entries, 1024, 64, 32768)? as u32;
+        Ok(Runtime {
+            workers,
+            cpus,
+            drain_timeout: self.duration("runtime.drain_timeout", r.drain_timeout.as_ref(), Duration::from_secs(30))?,
+            uring_entries,
+        })
+    }
+
+    fn http(&self, h: &RawHttp) -> Result<Http, ConfigError> {
+        let max_head_size = self.size("http.max_head_size", h.max_head_size.as_ref(), 32 * 1024)?;
+        if !(1024..=1 << 20).contains(&max_head_size) {
+            return Err(self.err("http.max_head_size", "must be between 1KiB and 1MiB"));
+        }
+        let max_request_line = self.size("http.max_request_line", h.max_request_line.as_ref(), 8 * 1024)?;
+        if max_request_line < 64 || max_request_line > max_head_size {
+            return Err(self.err("http.max_request_line", "must be between 64 bytes and http.max_head_size"));
+        }
+        Ok(Http {
+            header_timeout: self.duration("http.header_timeout", h.header_timeout.as_ref(), Duration::from_secs(10))?,
+            keepalive_timeout: self.duration(
+                "http.keepalive_timeout",
+                h.keepalive_timeout.as_ref(),
+                Duration::from_secs(75),
+            )?,
+            body_timeout: self.duration("http.body_timeout", h.body_timeout.as_ref(), Duration::from_secs(60))?,
+            send_timeout: self.duration("http.send_timeout", h.send_timeout.as_ref(), Duration::from_secs(60))?,
+            max_request_line: max_request_line as usize,
+            max_head_size: max_head_size as usize,
+            max_headers: self.count("http.max_headers", h.max_headers, 100, 8, 512)? as usize,
+            max_body_size: self.size("http.max_body_size", h.max_body_size.as_ref(), u64::MAX)?,
+            max_keepalive_requests: self.count(
+                "http.max_keepalive_requests",
+                h.max_keepalive_requests,
+                100_000,
+                1,
+                u64::MAX >> 1,
+            )?,
+            max_connections: self.count("http.max_connections", h.max_connections, 100_000, 1, 10_000_000)? as usize,
+        })
+    }
+
+    fn proxy(&self, p: &RawProxy) -> Result<Proxy, ConfigError> {
+        let request_id_header = match &p.request_id_header {
+            None => Some("x-request-id".to_string()),
+            Some(s) if s.is_empty() => None,
+            Some(s) => {
+                if httparse_token(s) {
+                    Some(s.to_ascii_lowercase())
+                } else {
+                    return Err(self.err("proxy.request_id_header", format!("{s:?} is not a valid header name")));
+                }
+            }
+        };
+        Ok(Proxy {
+            x_forwarded_for: p.x_forwarded_for.unwrap_or(true),
+            x_forwarded_proto: p.x_forwarded_proto.unwrap_or(true),
+            x_forwarded_host: p.x_forwarded_host.unwrap_or(true),
+            via: p.via.unwrap_or(true),
+            request_id_header,
+            preserve_host: p.preserve_host.unwrap_or(true),
+        })
+    }
+
+    fn upstream(&self, name: &str, u: &RawUpstream) -> Result<Upstream, ConfigError> {
+        let key = format!("upstream.{name}");
+        if u.servers.is_empty() {
+            return Err(self.err(format!("{key}.servers"), "needs at least one server"));
+        }
+        let mut servers = Vec::new();
+        for (i, s) in u.servers.iter().enumerate() {
+            let skey = format!("{key}.servers[{i}]");
+            let (addr, weight) = match s {
+                RawServer::Addr(a) => (a.as_str(), None),
+                RawServer::Detailed(d) => (d.addr.as_str(), d.weight),
+            };
+            let addr = self.addr(&skey, addr)?;
+            let weight = self.count(&format!("{skey}.weight"), weight, 1, 1, 10_000)? as u32;
+            servers.push(Server { addr, weight });
+        }
+        let balance = match u.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some(other) => {
+                return Err(self.err(
+                    format!("{key}.balance"),
+                    format!("unknown algorithm {other:?} (known: round_robin)"),
+                ))
+            }
+        };
+        Ok(Upstream {
+            name: name.to_string(),
+            servers,
+            balance,
+            connect_timeout: self.duration(&format!("{key}.connect_timeout"), u.connect_timeout.as_ref(), Duration::from_secs(5))?,
+            response_timeout: self.duration(
+                &format!("{key}.response_timeout"),
+                u.response_timeout.as_ref(),
+                Duration::from_secs(60),
+            )?,
+            body_timeout: self.duration(&format!("{key}.body_timeout"), u.body_timeout.as_ref(), Duration::from_secs(60))?,
+            idle_timeout: self.duration(&format!("{key}.idle_timeout"), u.idle_timeout.as_ref(), Duration::from_secs(50))?,
+            max_idle: self.count(&format!("{key}.max_idle"), u.max_idle, 256, 0, 1_000_000)? as usize,
+        })
+    }
+
+    fn route(&self, i: usize, r: &RawRoute, upstreams: &BTreeMap<String, usize>) -> Result<Route, ConfigError> {
+        let key = format!("route[{i}]");
+        let raw_match = r.matcher.as_ref();
+        let mut matcher = Match::default();
+        if let Some(m) = raw_match {
+            if let Some(h) = &m.host {
+                let h = h.trim().to_ascii_lowercase();
+                let bare = h.strip_prefix("*.").unwrap_or(&h);
+                if bare.is_empty() || bare.contains(['*', '/', ' ', ':']) {
+                    return Err(self.err(
+                        format!("{key}.match.host"),
+                        format!("{h:?} is not a host name (use \"example.com\" or \"*.example.com\", no port)"),
+                    ));
+                }
+                matcher.host = Some(h);
+            }
+            for (field, v) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+                if let Some(p) = v {
+                    if !p.starts_with('/') {
+                        return Err(self.err(format!("{key}.match.{field}"), format!("{p:?} must start with '/'")));
+                    }
+                }
+            }
+            matcher.path = m.path.clone();
+            matcher.path_prefix = m.path_prefix.clone();
+            if let Some(meth) = &m.method {
+                if !httparse_token(meth) {
+                    return Err(self.err(format!("{key}.match.method"), format!("{meth:?} is not an HTTP method")));
+                }
+                matcher.method = Some(meth.to_ascii_uppercase());
+            }
+            if let Some(hs) = &m.headers {
+                for (n, v) in hs {
+                    if !httparse_token(n) {
+                        return Err(self.err(format!("{key}.match.headers"), format!("{n:?} is not a header name")));
+                    }
+                    matcher.headers.push((n.to_ascii_lowercase(), v.clone()));
+                }
+            }
+        }
+        let action = match (&r.upstream, &r.respond) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(&key, "has both `upstream` and `respond`; a route has one action"))
+            }
+            (None, None) => return Err(self.err(&key, "needs an action: `upstream = \"NAME\"` or `respond = {...}`")),
+            (Some(u), None) => match upstreams.get(u) {
+                Some(idx) => Action::Forward(*idx),
+                None => {
+                    let known: Vec<&str> = upstreams.keys().map(|s| s.as_str()).collect();
+                    return Err(self.err(
+                        format!("{key}.upstream"),
+                        format!("unknown upstream {u:?} (defined: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                    ));
+                }
+            },
+            (None, Some(resp)) => {
+                let status = self.count(&format!("{key}.respond.status"), resp.status, 200, 200, 599)? as u16;
+                let mut headers = Vec::new();
+                for (n, v) in resp.headers.iter().flatten() {
+                    if !httparse_token(n) || v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                        return Err(self.err(format!("{key}.respond.headers"), format!("invalid header {n:?}")));
+                    }
+                    let lower = n.to_ascii_lowercase();
+                    if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection") {
+                        return Err(self.err(
+                            format!("{key}.respond.headers"),
+                            format!("{n:?} is set by Ringway itself"),
+                        ));
+                    }
+                    headers.push((n.clone(), v.clone()));
+                }
+                Action::Respond(StaticResponse {
+                    status,
+                    body: resp.body.clone().unwrap_or_default(),
+                    headers,
+                })
+            }
+        };
+        let strip_prefix = r.strip_prefix.unwrap_or(false);
+        if strip_prefix && matcher.path_prefix.is_none() {
+            return Err(self.err(format!("{key}.strip_prefix"), "needs match.path_prefix to know what to strip"));
+        }
+        Ok(Route {
+            name: r.name.clone().unwrap_or_else(|| key.clone()),
+            matcher,
+            action,
+            strip_prefix,
+        })
+    }
+}
+
+/// RFC 9110 token characters: what header names and methods may contain.
+fn httparse_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_is_valid() {
+        let c = builtin();
+        assert_eq!(c.listeners[0].bind.port(), 8080);
+    }
+
+    #[test]
+    fn unknown_key_names_path() {
+        let e = parse("[runtime]\nworkerz = 2\n", "f.toml").unwrap_err();
+        assert_eq!(e.file, "f.toml");
+        assert!(e.key.contains("runtime"), "{e}");
+        assert!(e.reason.contains("workerz"), "{e}");
+    }
+
+    #[test]
+    fn unknown_upstream_names_route() {
+        let e = parse(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[[route]]\nupstream = \"nope\"\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "route[0].upstream");
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let e = parse(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.a]\nservers = [\"127.0.0.1:1\"]\nconnect_timeout = \"5 parsecs\"\n[[route]]\nupstream = \"a\"\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "upstream.a.connect_timeout");
+    }
+}

@@ -1,0 +1,133 @@
+//! The TOML file as written: serde types that mirror the file one to one. Only `config::load`
+//! sees these; the rest of Ringway reads the validated model in `model.rs`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default, rename = "upstream")]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Workers {
+    Count(i64),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub workers: Option<Workers>,
+    pub cpus: Option<Vec<i64>>,
+    pub drain_timeout: Option<String>,
+    pub uring_entries: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub header_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub send_timeout: Option<String>,
+    pub max_request_line: Option<Size>,
+    pub max_head_size: Option<Size>,
+    pub max_headers: Option<i64>,
+    pub max_body_size: Option<Size>,
+    pub max_keepalive_requests: Option<i64>,
+    pub max_connections: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub x_forwarded_for: Option<bool>,
+    pub x_forwarded_proto: Option<bool>,
+    pub x_forwarded_host: Option<bool>,
+    pub via: Option<bool>,
+    pub request_id_header: Option<String>,
+    pub preserve_host: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Option<String>,
+    pub bind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawServer {
+    Addr(String),
+    Detailed(RawServerDetail),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerDetail {
+    pub addr: String,
+    pub weight: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub servers: Vec<RawServer>,
+    pub balance: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_idle: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub path_prefix: Option<String>,
+    pub method: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    pub status: Option<i64>,
+    pub body: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: Option<RawMatch>,
+    pub upstream: Option<String>,
+    pub respond: Option<RawRespond>,
+    pub strip_prefix: Option<bool>,
+}

@@ -1,0 +1,102 @@
+//! A connection's read buffer: bytes received but not yet consumed, refilled in place by
+//! ownership-passing io_uring reads, compacted only when the free tail gets short.
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use std::io;
+
+pub struct ConnBuf {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl ConnBuf {
+    pub fn with_capacity(cap: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(cap),
+            pos: 0,
+        }
+    }
+
+    /// Bytes received and not yet consumed.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    #[inline]
+    pub fn consume(&mut self, n: usize) {
+        self.pos += n;
+        debug_assert!(self.pos <= self.buf.len());
+        if self.pos >= self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+    }
+
+    /// Reads once more from `r`, appending. Never grows the buffer past `limit` bytes of unconsumed
+    /// data. Returns the number of bytes read; 0 means end of stream (or a full buffer, which the
+    /// caller sees as `len() >= limit`).
+    pub async fn fill<R: AsyncReadRent>(&mut self, r: &mut R, limit: usize) -> io::Result<usize> {
+        let unconsumed = self.len();
+        if unconsumed >= limit {
+            return Ok(0);
+        }
+        if self.pos > 0 && self.buf.capacity() - self.buf.len() < 2048 {
+            self.buf.copy_within(self.pos.., 0);
+            self.buf.truncate(unconsumed);
+            self.pos = 0;
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < 1024 {
+            let want = (self.buf.capacity()).max(4096).min(limit - unconsumed);
+            self.buf.reserve(want.max(1024));
+        }
+        let start = self.buf.len();
+        let end = self.buf.capacity().min(self.pos + limit);
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = r.read(buf.slice_mut(start..end)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Writes the first `n` unconsumed bytes to `w` and consumes them.
+    pub async fn write_to<W: AsyncWriteRent>(&mut self, w: &mut W, n: usize) -> io::Result<()> {
+        debug_assert!(n <= self.len());
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = w.write_all(buf.slice(self.pos..self.pos + n)).await;
+        self.buf = slice.into_inner();
+        res?;
+        self.consume(n);
+        Ok(())
+    }
+}
+
+/// Writes the whole of `out` and hands the buffer back cleared, so it can be reused.
+pub async fn write_all_reuse<W: AsyncWriteRent>(w: &mut W, out: &mut Vec<u8>) -> io::Result<()> {
+    let buf = std::mem::take(out);
+    let (res, mut buf) = w.write_all(buf).await;
+    buf.clear();
+    *out = buf;
+    res.map(|_| ())
+}
+
+/// Capacity of the spare tail, so callers can size reads without reaching into the Vec.
+pub fn spare(v: &mut Vec<u8>) -> usize {
+    v.bytes_total() - v.len()
+}

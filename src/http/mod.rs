@@ -1,0 +1,23 @@
+//! HTTP/1.1 wire format: request and response head parsing with strict framing, the chunked
+//! decoder, connection buffers, and canned responses. No I/O policy lives here.
+
+pub mod buf;
+pub mod chunked;
+pub mod fmt;
+pub mod headers;
+pub mod request;
+pub mod response;
+pub mod status;
+
+/// A request Ringway refuses: the status to answer with and a short reason for the body and log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl Reject {
+    pub const fn new(status: u16, reason: &'static str) -> Self {
+        Self { status, reason }
+    }
+}

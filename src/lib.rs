@@ -1,0 +1,5 @@
+//! Ringway: a thread-per-core edge proxy on io_uring (load balancer, API gateway, reverse proxy).
+//! Module layout follows shared/design.md; dependencies point downward only.
+
+pub mod config;
+pub mod http;

@@ -1,0 +1,335 @@
+//! The proxies under test: config writers for Ringway, nginx and HAProxy, and a
+//! running-proxy handle (start, wait until it accepts, stop, read its counters).
+//!
+//! Each peer is configured the way its own documentation recommends for a
+//! keep-alive reverse proxy, so the comparison is against a well-tuned peer:
+//! nginx with an upstream `keepalive` pool sized to the concurrency and HTTP/1.1 to
+//! the upstream; HAProxy with `http-reuse always`.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cli::ProxyKind;
+use crate::procs;
+
+/// What a proxy config depends on.
+pub struct ProxySpec<'a> {
+    pub kind: ProxyKind,
+    pub bin: &'a Path,
+    pub dir: &'a Path,
+    pub listen: SocketAddr,
+    pub upstreams: &'a [SocketAddr],
+    pub cpus: &'a [usize],
+    /// Client connections the cell opens; pools and limits are sized from it.
+    pub conns: usize,
+}
+
+/// Writes the proxy's config file into `spec.dir` and returns its path.
+pub fn write_config(spec: &ProxySpec) -> io::Result<PathBuf> {
+    let (name, text) = match spec.kind {
+        ProxyKind::Ringway => ("ringway.toml", ringway_config(spec)),
+        ProxyKind::Nginx => ("nginx.conf", nginx_config(spec)),
+        ProxyKind::Haproxy => ("haproxy.cfg", haproxy_config(spec)),
+    };
+    let path = spec.dir.join(name);
+    fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn ringway_config(s: &ProxySpec) -> String {
+    let cpus: Vec<String> = s.cpus.iter().map(|c| c.to_string()).collect();
+    let servers: Vec<String> = s.upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "# Written by bench: one worker per proxy CPU, round-robin over the upstreams.\n\
+         [runtime]\nworkers = {}\ncpus = [{}]\n\n\
+         [[listener]]\nbind = \"{}\"\n\n\
+         [upstream.backend]\nservers = [{}]\nbalance = \"round_robin\"\nmax_idle = {}\n\n\
+         [[route]]\nupstream = \"backend\"\n",
+        s.cpus.len().max(1),
+        cpus.join(", "),
+        s.listen,
+        servers.join(", "),
+        s.conns.max(1024),
+    )
+}
+
+fn nginx_config(s: &ProxySpec) -> String {
+    let d = s.dir.display();
+    // worker_cpu_affinity takes one bit mask per worker, rightmost bit = CPU 0.
+    let masks: Vec<String> = s.cpus.iter().map(|&c| cpu_mask(c)).collect();
+    let mut servers = String::new();
+    for a in s.upstreams {
+        let _ = writeln!(servers, "        server {a};");
+    }
+    format!(
+        "# Written by bench.\n\
+         user root;\n\
+         worker_processes {workers};\n\
+         worker_cpu_affinity {masks};\n\
+         worker_rlimit_nofile 20000;\n\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\n\
+         events {{ worker_connections 19000; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   client_body_temp_path {d}/body;\n\
+         \x20   proxy_temp_path {d}/proxy;\n\
+         \x20   fastcgi_temp_path {d}/fastcgi;\n\
+         \x20   uwsgi_temp_path {d}/uwsgi;\n\
+         \x20   scgi_temp_path {d}/scgi;\n\
+         \x20   # Clients keep their connections for the whole run, as with the other proxies.\n\
+         \x20   keepalive_requests 100000000;\n\
+         \x20   keepalive_timeout 300s;\n\
+         \x20   upstream backend {{\n\
+         {servers}\
+         \x20       keepalive {pool};\n\
+         \x20       keepalive_requests 100000000;\n\
+         \x20       keepalive_timeout 300s;\n\
+         \x20   }}\n\
+         \x20   server {{\n\
+         \x20       listen {listen} backlog=4096;\n\
+         \x20       location / {{\n\
+         \x20           proxy_pass http://backend;\n\
+         \x20           proxy_http_version 1.1;\n\
+         \x20           proxy_set_header Connection \"\";\n\
+         \x20           # Stream large bodies through memory buffers, never via temp files.\n\
+         \x20           proxy_max_temp_file_size 0;\n\
+         \x20       }}\n\
+         \x20   }}\n\
+         }}\n",
+        workers = s.cpus.len().max(1),
+        masks = masks.join(" "),
+        pool = s.conns.max(16),
+        listen = s.listen,
+    )
+}
+
+fn cpu_mask(cpu: usize) -> String {
+    let mut m = "0".repeat(cpu + 1);
+    m.replace_range(0..1, "1");
+    m
+}
+
+fn haproxy_config(s: &ProxySpec) -> String {
+    let threads = s.cpus.len().max(1);
+    let mut cpu_map = String::new();
+    for (i, c) in s.cpus.iter().enumerate() {
+        let _ = writeln!(cpu_map, "    cpu-map 1/{} {c}", i + 1);
+    }
+    let mut servers = String::new();
+    for (i, a) in s.upstreams.iter().enumerate() {
+        let _ = writeln!(servers, "    server s{i} {a}");
+    }
+    // The open-file hard limit on this class of machine is 20,000; HAProxy asks for
+    // about 2 x maxconn, so maxconn is sized to the cell rather than set huge.
+    let maxconn = (s.conns + 200).max(2000);
+    format!(
+        "# Written by bench.\n\
+         global\n\
+         \x20   nbthread {threads}\n\
+         {cpu_map}\
+         \x20   maxconn {maxconn}\n\
+         \x20   ulimit-n 20000\n\
+         \x20   pidfile {d}/haproxy.pid\n\
+         defaults\n\
+         \x20   mode http\n\
+         \x20   option http-keep-alive\n\
+         \x20   http-reuse always\n\
+         \x20   maxconn {maxconn}\n\
+         \x20   timeout connect 5s\n\
+         \x20   timeout client 300s\n\
+         \x20   timeout server 300s\n\
+         \x20   timeout http-keep-alive 300s\n\
+         frontend fe\n\
+         \x20   bind {listen}\n\
+         \x20   default_backend be\n\
+         backend be\n\
+         \x20   balance roundrobin\n\
+         {servers}",
+        d = s.dir.display(),
+        listen = s.listen,
+    )
+}
+
+/// A proxy process this harness started.
+pub struct RunningProxy {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+/// Starts the proxy and waits until its port accepts connections.
+pub fn start(spec: &ProxySpec, deadline: Duration) -> Result<RunningProxy, String> {
+    let cfg =
+        write_config(spec).map_err(|e| format!("writing {} config: {e}", spec.kind.name()))?;
+    let mut cmd = Command::new(spec.bin);
+    match spec.kind {
+        ProxyKind::Ringway => {
+            cmd.arg("--config").arg(&cfg);
+        }
+        ProxyKind::Nginx => {
+            cmd.arg("-c").arg(&cfg).arg("-g").arg("daemon off;");
+            // nginx refuses to start if its temp path parents are missing.
+            let _ = fs::create_dir_all(spec.dir);
+        }
+        ProxyKind::Haproxy => {
+            cmd.arg("-f").arg(&cfg).arg("-db");
+        }
+    }
+    let stderr_path = spec.dir.join(format!("{}.stderr", spec.kind.name()));
+    let errf = fs::File::create(&stderr_path).map_err(|e| format!("stderr file: {e}"))?;
+    let outf = errf.try_clone().map_err(|e| format!("stderr file: {e}"))?;
+    cmd.stdin(Stdio::null()).stdout(outf).stderr(errf);
+    let mut child = procs::spawn_pinned(&mut cmd, spec.cpus).map_err(|e| {
+        format!(
+            "starting {} ({}): {e}",
+            spec.kind.name(),
+            spec.bin.display()
+        )
+    })?;
+    let end = Instant::now() + deadline;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            let log = fs::read_to_string(&stderr_path).unwrap_or_default();
+            return Err(format!(
+                "{} exited at start ({st}): {}",
+                spec.kind.name(),
+                tail(&log, 600)
+            ));
+        }
+        // Ready means one request answered end to end, not just a port that accepts.
+        let last = match crate::idle::one(spec.listen) {
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        if Instant::now() > end {
+            procs::stop(&mut child, Duration::from_secs(2));
+            return Err(format!(
+                "{} did not answer a request on {} in time: {last}",
+                spec.kind.name(),
+                spec.listen
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(RunningProxy { child, stderr_path })
+}
+
+/// What a proxy said about itself when it stopped.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ProxyExit {
+    pub exit_code: Option<i32>,
+    /// Upstream connections opened and reused, summed over workers (Ringway only).
+    pub upstream_opened: Option<u64>,
+    pub upstream_reused: Option<u64>,
+    pub stderr_tail: String,
+}
+
+impl RunningProxy {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stop(mut self) -> ProxyExit {
+        let st = procs::stop(&mut self.child, Duration::from_secs(10));
+        let log = fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let (opened, reused) = parse_ringway_counters(&log);
+        ProxyExit {
+            exit_code: st.and_then(|s| s.code()),
+            upstream_opened: opened,
+            upstream_reused: reused,
+            stderr_tail: tail(&log, 400),
+        }
+    }
+}
+
+/// Sums `worker N: upstream connections opened=N reused=M` lines.
+pub fn parse_ringway_counters(log: &str) -> (Option<u64>, Option<u64>) {
+    let mut opened = None;
+    let mut reused = None;
+    for line in log.lines() {
+        if !line.contains("upstream connections") {
+            continue;
+        }
+        for tok in line.split_whitespace() {
+            if let Some(v) = tok
+                .strip_prefix("opened=")
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                *opened.get_or_insert(0) += v;
+            }
+            if let Some(v) = tok
+                .strip_prefix("reused=")
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                *reused.get_or_insert(0) += v;
+            }
+        }
+    }
+    (opened, reused)
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let t = s.trim();
+    let start = t.len().saturating_sub(n);
+    let mut i = start;
+    while !t.is_char_boundary(i) {
+        i += 1;
+    }
+    t[i..].to_string()
+}
+
+/// A free loopback port (bound and released; the proxy binds it right after).
+pub fn free_port() -> io::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    l.local_addr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks() {
+        assert_eq!(cpu_mask(0), "1");
+        assert_eq!(cpu_mask(2), "100");
+    }
+
+    #[test]
+    fn counters() {
+        let log = "x\nworker 0: upstream connections opened=3 reused=97\nworker 1: upstream connections opened=2 reused=8\n";
+        assert_eq!(parse_ringway_counters(log), (Some(5), Some(105)));
+        assert_eq!(parse_ringway_counters("nothing"), (None, None));
+    }
+
+    #[test]
+    fn configs_mention_everything() {
+        let ups: Vec<SocketAddr> = vec![
+            "127.0.0.1:9001".parse().unwrap(),
+            "127.0.0.1:9002".parse().unwrap(),
+        ];
+        let dir = std::env::temp_dir();
+        for kind in [ProxyKind::Ringway, ProxyKind::Nginx, ProxyKind::Haproxy] {
+            let spec = ProxySpec {
+                kind,
+                bin: Path::new("x"),
+                dir: &dir,
+                listen: "127.0.0.1:8000".parse().unwrap(),
+                upstreams: &ups,
+                cpus: &[0],
+                conns: 200,
+            };
+            let text = match kind {
+                ProxyKind::Ringway => ringway_config(&spec),
+                ProxyKind::Nginx => nginx_config(&spec),
+                ProxyKind::Haproxy => haproxy_config(&spec),
+            };
+            assert!(text.contains("127.0.0.1:9002"), "{text}");
+            assert!(text.contains("127.0.0.1:8000"), "{text}");
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The scenario families of issue 4 turned into cells: one cell is one load
+//! shape, run for every proxy in every repetition.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{Args, ScenarioKind};
+
+/// Options after defaults for a full or a `--quick` run are applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub quick: bool,
+    pub reps: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub closed_conns: Vec<usize>,
+    pub rate: u64,
+    pub rate_conns: usize,
+    pub sweep_start: u64,
+    pub sweep_step: u64,
+    pub sweep_max: u64,
+    pub bodies: Vec<usize>,
+    pub body_conns: usize,
+    pub idle_conns: usize,
+    pub max_redo: usize,
+    pub scenarios: Vec<ScenarioKind>,
+}
+
+impl Plan {
+    pub fn from_args(a: &Args) -> Plan {
+        let q = a.quick;
+        let pick = |full: f64, quick: f64| if q { quick } else { full };
+        Plan {
+            quick: q,
+            reps: a.reps.unwrap_or(if q { 1 } else { 3 }).max(1),
+            duration_s: a
+                .duration
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(pick(10.0, 1.0)),
+            warmup_s: a.warmup.map(|d| d.as_secs_f64()).unwrap_or(pick(1.0, 0.0)),
+            closed_conns: a.conns.clone().unwrap_or(vec![50, 200, 1000]),
+            rate: a.rate.unwrap_or(if q { 5_000 } else { 40_000 }),
+            rate_conns: a.rate_conns.unwrap_or(if q { 50 } else { 200 }),
+            sweep_start: a.sweep_start.unwrap_or(if q { 10_000 } else { 60_000 }),
+            sweep_step: a.sweep_step.unwrap_or(20_000).max(1),
+            sweep_max: a.sweep_max.unwrap_or(if q { 10_000 } else { 200_000 }),
+            bodies: a
+                .bodies
+                .clone()
+                .unwrap_or(vec![0, 1024, 16 * 1024, 256 * 1024]),
+            body_conns: a.body_conns.unwrap_or(50),
+            idle_conns: a.idle_conns.unwrap_or(if q { 1_000 } else { 10_000 }),
+            max_redo: a.max_redo.unwrap_or(if q { 0 } else { 2 }),
+            scenarios: a.scenarios.clone(),
+        }
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s)
+    }
+
+    pub fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup_s)
+    }
+
+    pub fn has(&self, s: ScenarioKind) -> bool {
+        self.scenarios.contains(&s)
+    }
+}
+
+/// One load shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub id: String,
+    pub scenario: ScenarioKind,
+    pub label: String,
+    pub conns: usize,
+    pub rate: Option<u64>,
+    pub body: usize,
+    pub idle: bool,
+}
+
+impl Cell {
+    pub fn closed(conns: usize, body: usize, scenario: ScenarioKind) -> Cell {
+        let (id, label) = match scenario {
+            ScenarioKind::Bodies => (
+                format!("body-{}", size_name(body)),
+                format!("{} body, {conns} conns", size_name(body)),
+            ),
+            _ => (
+                format!("closed-c{conns}"),
+                format!("closed loop, {conns} conns"),
+            ),
+        };
+        Cell {
+            id,
+            scenario,
+            label,
+            conns,
+            rate: None,
+            body,
+            idle: false,
+        }
+    }
+
+    pub fn rate(rate: u64, conns: usize, scenario: ScenarioKind) -> Cell {
+        let prefix = if scenario == ScenarioKind::Sweep {
+            "sweep"
+        } else {
+            "rate"
+        };
+        Cell {
+            id: format!("{prefix}-r{rate}"),
+            scenario,
+            label: format!("{} req/s constant rate, {conns} conns", rate),
+            conns,
+            rate: Some(rate),
+            body: 0,
+            idle: false,
+        }
+    }
+
+    pub fn idle(n: usize) -> Cell {
+        Cell {
+            id: format!("idle-{n}"),
+            scenario: ScenarioKind::Idle,
+            label: format!("{n} idle keep-alive connections"),
+            conns: n,
+            rate: None,
+            body: 0,
+            idle: true,
+        }
+    }
+}
+
+/// The fixed cells of a plan (the sweep's cells are made as it goes).
+pub fn fixed_cells(p: &Plan) -> Vec<Cell> {
+    let mut v = Vec::new();
+    if p.has(ScenarioKind::Closed) {
+        for &c in &p.closed_conns {
+            v.push(Cell::closed(c, 0, ScenarioKind::Closed));
+        }
+    }
+    if p.has(ScenarioKind::Rate) {
+        v.push(Cell::rate(p.rate, p.rate_conns, ScenarioKind::Rate));
+    }
+    if p.has(ScenarioKind::Bodies) {
+        for &b in &p.bodies {
+            v.push(Cell::closed(p.body_conns, b, ScenarioKind::Bodies));
+        }
+    }
+    if p.has(ScenarioKind::Idle) {
+        v.push(Cell::idle(p.idle_conns));
+    }
+    v
+}
+
+/// The sweep's rates, lowest first.
+pub fn sweep_rates(p: &Plan) -> Vec<u64> {
+    let mut v = Vec::new();
+    let mut r = p.sweep_start;
+    while r <= p.sweep_max {
+        v.push(r);
+        r += p.sweep_step;
+    }
+    v
+}
+
+pub fn size_name(b: usize) -> String {
+    if b >= 1024 && b.is_multiple_of(1024) {
+        format!("{}KiB", b / 1024)
+    } else {
+        format!("{b}B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(size_name(0), "0B");
+        assert_eq!(size_name(16384), "16KiB");
+        assert_eq!(Cell::closed(200, 0, ScenarioKind::Closed).id, "closed-c200");
+        assert_eq!(Cell::closed(50, 1024, ScenarioKind::Bodies).id, "body-1KiB");
+        assert_eq!(Cell::rate(40000, 200, ScenarioKind::Rate).id, "rate-r40000");
+    }
+}

@@ -3,3 +3,7 @@
 
 pub mod config;
 pub mod http;
+pub mod proxy;
+pub mod route;
+pub mod server;
+pub mod upstream;

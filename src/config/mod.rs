@@ -88,7 +88,12 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&self, key: &str, v: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        v: Option<&String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match v {
             None => Ok(default),
             Some(s) => parse_duration(s).map_err(|r| self.err(key, r)),
@@ -104,7 +109,14 @@ impl Validator<'_> {
         }
     }
 
-    fn count(&self, key: &str, v: Option<i64>, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    fn count(
+        &self,
+        key: &str,
+        v: Option<i64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
         match v {
             None => Ok(default),
             Some(n) if n >= min as i64 && (n as u64) <= max => Ok(n as u64),
@@ -117,9 +129,12 @@ impl Validator<'_> {
             return Ok(a);
         }
         // Names are resolved once here, at load time, never on a worker thread.
-        let mut addrs = s
-            .to_socket_addrs()
-            .map_err(|e| self.err(key, format!("invalid address {s:?}: {e} (expected HOST:PORT)")))?;
+        let mut addrs = s.to_socket_addrs().map_err(|e| {
+            self.err(
+                key,
+                format!("invalid address {s:?}: {e} (expected HOST:PORT)"),
+            )
+        })?;
         addrs
             .next()
             .ok_or_else(|| self.err(key, format!("address {s:?} resolved to nothing")))
@@ -136,7 +151,10 @@ impl Validator<'_> {
         for (i, l) in raw.listeners.iter().enumerate() {
             let bind = self.addr(&format!("listener[{i}].bind"), &l.bind)?;
             let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
-            if let Some(prev) = listeners.iter().find(|p: &&Listener| p.bind == bind && bind.port() != 0) {
+            if let Some(prev) = listeners
+                .iter()
+                .find(|p: &&Listener| p.bind == bind && bind.port() != 0)
+            {
                 return Err(self.err(
                     format!("listener[{i}].bind"),
                     format!("{bind} is already used by listener {:?}", prev.name),
@@ -169,15 +187,22 @@ impl Validator<'_> {
     }
 
     fn runtime(&self, r: &RawRuntime) -> Result<Runtime, ConfigError> {
-        let cpus_online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cpus_online = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let workers = match &r.workers {
             None => 1,
             Some(Workers::Word(w)) if w == "auto" => cpus_online,
             Some(Workers::Word(w)) => {
-                return Err(self.err("runtime.workers", format!("{w:?} is neither a number nor \"auto\"")))
+                return Err(self.err(
+                    "runtime.workers",
+                    format!("{w:?} is neither a number nor \"auto\""),
+                ))
             }
             Some(Workers::Count(n)) if (1..=1024).contains(n) => *n as usize,
-            Some(Workers::Count(n)) => return Err(self.err("runtime.workers", format!("{n} is out of range (1..=1024)"))),
+            Some(Workers::Count(n)) => {
+                return Err(self.err("runtime.workers", format!("{n} is out of range (1..=1024)")))
+            }
         };
         let cpus = match &r.cpus {
             None => {
@@ -191,13 +216,19 @@ impl Validator<'_> {
                 if list.len() < workers {
                     return Err(self.err(
                         "runtime.cpus",
-                        format!("lists {} CPUs for {workers} workers; give one CPU per worker", list.len()),
+                        format!(
+                            "lists {} CPUs for {workers} workers; give one CPU per worker",
+                            list.len()
+                        ),
                     ));
                 }
                 let mut out = Vec::new();
                 for (i, c) in list.iter().enumerate() {
                     if *c < 0 || *c as usize >= cpus_online.max(1024) {
-                        return Err(self.err(format!("runtime.cpus[{i}]"), format!("CPU {c} does not exist")));
+                        return Err(self.err(
+                            format!("runtime.cpus[{i}]"),
+                            format!("CPU {c} does not exist"),
+                        ));
                     }
                     out.push(*c as usize);
                 }
@@ -205,11 +236,16 @@ impl Validator<'_> {
                 out
             }
         };
-        let uring_entries = self.count("runtime.uring_entries", r.uring_entries, 1024, 64, 32768)? as u32;
+        let uring_entries =
+            self.count("runtime.uring_entries", r.uring_entries, 1024, 64, 32768)? as u32;
         Ok(Runtime {
             workers,
             cpus,
-            drain_timeout: self.duration("runtime.drain_timeout", r.drain_timeout.as_ref(), Duration::from_secs(30))?,
+            drain_timeout: self.duration(
+                "runtime.drain_timeout",
+                r.drain_timeout.as_ref(),
+                Duration::from_secs(30),
+            )?,
             uring_entries,
         })
     }
@@ -219,19 +255,38 @@ impl Validator<'_> {
         if !(1024..=1 << 20).contains(&max_head_size) {
             return Err(self.err("http.max_head_size", "must be between 1KiB and 1MiB"));
         }
-        let max_request_line = self.size("http.max_request_line", h.max_request_line.as_ref(), 8 * 1024)?;
+        let max_request_line = self.size(
+            "http.max_request_line",
+            h.max_request_line.as_ref(),
+            8 * 1024,
+        )?;
         if max_request_line < 64 || max_request_line > max_head_size {
-            return Err(self.err("http.max_request_line", "must be between 64 bytes and http.max_head_size"));
+            return Err(self.err(
+                "http.max_request_line",
+                "must be between 64 bytes and http.max_head_size",
+            ));
         }
         Ok(Http {
-            header_timeout: self.duration("http.header_timeout", h.header_timeout.as_ref(), Duration::from_secs(10))?,
+            header_timeout: self.duration(
+                "http.header_timeout",
+                h.header_timeout.as_ref(),
+                Duration::from_secs(10),
+            )?,
             keepalive_timeout: self.duration(
                 "http.keepalive_timeout",
                 h.keepalive_timeout.as_ref(),
                 Duration::from_secs(75),
             )?,
-            body_timeout: self.duration("http.body_timeout", h.body_timeout.as_ref(), Duration::from_secs(60))?,
-            send_timeout: self.duration("http.send_timeout", h.send_timeout.as_ref(), Duration::from_secs(60))?,
+            body_timeout: self.duration(
+                "http.body_timeout",
+                h.body_timeout.as_ref(),
+                Duration::from_secs(60),
+            )?,
+            send_timeout: self.duration(
+                "http.send_timeout",
+                h.send_timeout.as_ref(),
+                Duration::from_secs(60),
+            )?,
             max_request_line: max_request_line as usize,
             max_head_size: max_head_size as usize,
             max_headers: self.count("http.max_headers", h.max_headers, 100, 8, 512)? as usize,
@@ -243,7 +298,13 @@ impl Validator<'_> {
                 1,
                 u64::MAX >> 1,
             )?,
-            max_connections: self.count("http.max_connections", h.max_connections, 100_000, 1, 10_000_000)? as usize,
+            max_connections: self.count(
+                "http.max_connections",
+                h.max_connections,
+                100_000,
+                1,
+                10_000_000,
+            )? as usize,
         })
     }
 
@@ -255,7 +316,10 @@ impl Validator<'_> {
                 if httparse_token(s) {
                     Some(s.to_ascii_lowercase())
                 } else {
-                    return Err(self.err("proxy.request_id_header", format!("{s:?} is not a valid header name")));
+                    return Err(self.err(
+                        "proxy.request_id_header",
+                        format!("{s:?} is not a valid header name"),
+                    ));
                 }
             }
         };
@@ -298,19 +362,37 @@ impl Validator<'_> {
             name: name.to_string(),
             servers,
             balance,
-            connect_timeout: self.duration(&format!("{key}.connect_timeout"), u.connect_timeout.as_ref(), Duration::from_secs(5))?,
+            connect_timeout: self.duration(
+                &format!("{key}.connect_timeout"),
+                u.connect_timeout.as_ref(),
+                Duration::from_secs(5),
+            )?,
             response_timeout: self.duration(
                 &format!("{key}.response_timeout"),
                 u.response_timeout.as_ref(),
                 Duration::from_secs(60),
             )?,
-            body_timeout: self.duration(&format!("{key}.body_timeout"), u.body_timeout.as_ref(), Duration::from_secs(60))?,
-            idle_timeout: self.duration(&format!("{key}.idle_timeout"), u.idle_timeout.as_ref(), Duration::from_secs(50))?,
-            max_idle: self.count(&format!("{key}.max_idle"), u.max_idle, 256, 0, 1_000_000)? as usize,
+            body_timeout: self.duration(
+                &format!("{key}.body_timeout"),
+                u.body_timeout.as_ref(),
+                Duration::from_secs(60),
+            )?,
+            idle_timeout: self.duration(
+                &format!("{key}.idle_timeout"),
+                u.idle_timeout.as_ref(),
+                Duration::from_secs(50),
+            )?,
+            max_idle: self.count(&format!("{key}.max_idle"), u.max_idle, 256, 0, 1_000_000)?
+                as usize,
         })
     }
 
-    fn route(&self, i: usize, r: &RawRoute, upstreams: &BTreeMap<String, usize>) -> Result<Route, ConfigError> {
+    fn route(
+        &self,
+        i: usize,
+        r: &RawRoute,
+        upstreams: &BTreeMap<String, usize>,
+    ) -> Result<Route, ConfigError> {
         let key = format!("route[{i}]");
         let raw_match = r.matcher.as_ref();
         let mut matcher = Match::default();
@@ -329,7 +411,10 @@ impl Validator<'_> {
             for (field, v) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
                 if let Some(p) = v {
                     if !p.starts_with('/') {
-                        return Err(self.err(format!("{key}.match.{field}"), format!("{p:?} must start with '/'")));
+                        return Err(self.err(
+                            format!("{key}.match.{field}"),
+                            format!("{p:?} must start with '/'"),
+                        ));
                     }
                 }
             }
@@ -337,14 +422,20 @@ impl Validator<'_> {
             matcher.path_prefix = m.path_prefix.clone();
             if let Some(meth) = &m.method {
                 if !httparse_token(meth) {
-                    return Err(self.err(format!("{key}.match.method"), format!("{meth:?} is not an HTTP method")));
+                    return Err(self.err(
+                        format!("{key}.match.method"),
+                        format!("{meth:?} is not an HTTP method"),
+                    ));
                 }
                 matcher.method = Some(meth.to_ascii_uppercase());
             }
             if let Some(hs) = &m.headers {
                 for (n, v) in hs {
                     if !httparse_token(n) {
-                        return Err(self.err(format!("{key}.match.headers"), format!("{n:?} is not a header name")));
+                        return Err(self.err(
+                            format!("{key}.match.headers"),
+                            format!("{n:?} is not a header name"),
+                        ));
                     }
                     matcher.headers.push((n.to_ascii_lowercase(), v.clone()));
                 }
@@ -352,28 +443,51 @@ impl Validator<'_> {
         }
         let action = match (&r.upstream, &r.respond) {
             (Some(_), Some(_)) => {
-                return Err(self.err(&key, "has both `upstream` and `respond`; a route has one action"))
+                return Err(self.err(
+                    &key,
+                    "has both `upstream` and `respond`; a route has one action",
+                ))
             }
-            (None, None) => return Err(self.err(&key, "needs an action: `upstream = \"NAME\"` or `respond = {...}`")),
+            (None, None) => {
+                return Err(self.err(
+                    &key,
+                    "needs an action: `upstream = \"NAME\"` or `respond = {...}`",
+                ))
+            }
             (Some(u), None) => match upstreams.get(u) {
                 Some(idx) => Action::Forward(*idx),
                 None => {
                     let known: Vec<&str> = upstreams.keys().map(|s| s.as_str()).collect();
                     return Err(self.err(
                         format!("{key}.upstream"),
-                        format!("unknown upstream {u:?} (defined: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                        format!(
+                            "unknown upstream {u:?} (defined: {})",
+                            if known.is_empty() {
+                                "none".to_string()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
                     ));
                 }
             },
             (None, Some(resp)) => {
-                let status = self.count(&format!("{key}.respond.status"), resp.status, 200, 200, 599)? as u16;
+                let status =
+                    self.count(&format!("{key}.respond.status"), resp.status, 200, 200, 599)?
+                        as u16;
                 let mut headers = Vec::new();
                 for (n, v) in resp.headers.iter().flatten() {
                     if !httparse_token(n) || v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                        return Err(self.err(format!("{key}.respond.headers"), format!("invalid header {n:?}")));
+                        return Err(self.err(
+                            format!("{key}.respond.headers"),
+                            format!("invalid header {n:?}"),
+                        ));
                     }
                     let lower = n.to_ascii_lowercase();
-                    if matches!(lower.as_str(), "content-length" | "transfer-encoding" | "connection") {
+                    if matches!(
+                        lower.as_str(),
+                        "content-length" | "transfer-encoding" | "connection"
+                    ) {
                         return Err(self.err(
                             format!("{key}.respond.headers"),
                             format!("{n:?} is set by Ringway itself"),
@@ -390,7 +504,10 @@ impl Validator<'_> {
         };
         let strip_prefix = r.strip_prefix.unwrap_or(false);
         if strip_prefix && matcher.path_prefix.is_none() {
-            return Err(self.err(format!("{key}.strip_prefix"), "needs match.path_prefix to know what to strip"));
+            return Err(self.err(
+                format!("{key}.strip_prefix"),
+                "needs match.path_prefix to know what to strip",
+            ));
         }
         Ok(Route {
             name: r.name.clone().unwrap_or_else(|| key.clone()),
@@ -404,9 +521,8 @@ impl Validator<'_> {
 /// RFC 9110 token characters: what header names and methods may contain.
 fn httparse_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

@@ -19,9 +19,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("duration {s:?} has unknown unit {other:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "duration {s:?} has unknown unit {other:?} (use ms, s, m or h)"
+            ))
+        }
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 365.0 * 86400.0 {
+    if !secs.is_finite() || !(0.0..=365.0 * 86400.0).contains(&secs) {
         return Err(format!("duration {s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -40,7 +44,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "k" | "K" | "KiB" | "KB" => 1 << 10,
         "M" | "MiB" | "MB" => 1 << 20,
         "G" | "GiB" | "GB" => 1 << 30,
-        other => return Err(format!("size {s:?} has unknown unit {other:?} (use B, KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "size {s:?} has unknown unit {other:?} (use B, KiB, MiB or GiB)"
+            ))
+        }
     };
     value
         .checked_mul(mult)

@@ -44,6 +44,16 @@ impl ConnBuf {
         }
     }
 
+    /// Wraps a (possibly recycled) buffer; its contents are discarded.
+    pub fn from_vec(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Self { buf, pos: 0 }
+    }
+
+    pub fn into_vec(self) -> Vec<u8> {
+        self.buf
+    }
+
     pub fn clear(&mut self) {
         self.buf.clear();
         self.pos = 0;
@@ -89,14 +99,15 @@ impl ConnBuf {
 
 /// Writes the whole of `out` and hands the buffer back cleared, so it can be reused.
 pub async fn write_all_reuse<W: AsyncWriteRent>(w: &mut W, out: &mut Vec<u8>) -> io::Result<()> {
-    let buf = std::mem::take(out);
-    let (res, mut buf) = w.write_all(buf).await;
-    buf.clear();
-    *out = buf;
-    res.map(|_| ())
+    let res = write_all_keep(w, out).await;
+    out.clear();
+    res
 }
 
-/// Capacity of the spare tail, so callers can size reads without reaching into the Vec.
-pub fn spare(v: &mut Vec<u8>) -> usize {
-    v.bytes_total() - v.len()
+/// Writes the whole of `out` and hands it back unchanged (to send it again on a retry).
+pub async fn write_all_keep<W: AsyncWriteRent>(w: &mut W, out: &mut Vec<u8>) -> io::Result<()> {
+    let buf = std::mem::take(out);
+    let (res, buf) = w.write_all(buf).await;
+    *out = buf;
+    res.map(|_| ())
 }

@@ -8,7 +8,9 @@ pub struct ChunkError(pub &'static str);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// Whitespace after the size, before ';' (BWS) or CR.
     SizeWs,
     /// Inside a chunk extension; its bytes are counted against the limit.
@@ -20,7 +22,9 @@ enum State {
     /// Start of a trailer line (or the final empty line).
     TrailerStart,
     TrailerLine,
-    TrailerLf { empty: bool },
+    TrailerLf {
+        empty: bool,
+    },
     Done,
 }
 
@@ -51,7 +55,11 @@ impl ChunkedDecoder {
 
     /// Decodes as much of `input` as possible, calling `data` with each run of body bytes.
     /// Returns how many input bytes were consumed (all of them unless the message ended).
-    pub fn decode(&mut self, input: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, ChunkError> {
+    pub fn decode(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -93,7 +101,9 @@ impl ChunkedDecoder {
                     match b {
                         b'\r' => self.state = State::SizeLf,
                         b'\n' => return Err(ChunkError("bare LF in chunk extension")),
-                        0..=8 | 10..=31 | 127 => return Err(ChunkError("control byte in chunk extension")),
+                        0..=8 | 10..=31 | 127 => {
+                            return Err(ChunkError("control byte in chunk extension"))
+                        }
                         _ => {
                             self.ext_len += 1;
                             if self.ext_len > self.max_ext {
@@ -238,7 +248,11 @@ mod tests {
             b"10000000000000000\r\n",
             b"0\r\nX: 1\n\r\n",
         ] {
-            assert!(decode_all(bad, 64).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode_all(bad, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -23,13 +23,17 @@ pub fn classify(name: &str) -> Class {
         4 if name.eq_ignore_ascii_case("host") => Class::Host,
         2 if name.eq_ignore_ascii_case("te") => Class::HopByHop,
         6 if name.eq_ignore_ascii_case("expect") => Class::Expect,
-        7 if name.eq_ignore_ascii_case("trailer") || name.eq_ignore_ascii_case("upgrade") => Class::HopByHop,
+        7 if name.eq_ignore_ascii_case("trailer") || name.eq_ignore_ascii_case("upgrade") => {
+            Class::HopByHop
+        }
         10 if name.eq_ignore_ascii_case("connection") => Class::Connection,
         10 if name.eq_ignore_ascii_case("keep-alive") => Class::HopByHop,
         14 if name.eq_ignore_ascii_case("content-length") => Class::ContentLength,
         16 if name.eq_ignore_ascii_case("proxy-connection") => Class::HopByHop,
         17 if name.eq_ignore_ascii_case("transfer-encoding") => Class::TransferEncoding,
-        19 if name.eq_ignore_ascii_case("proxy-authorization") || name.eq_ignore_ascii_case("proxy-authenticate") => {
+        19 if name.eq_ignore_ascii_case("proxy-authorization")
+            || name.eq_ignore_ascii_case("proxy-authenticate") =>
+        {
             Class::HopByHop
         }
         _ => Class::EndToEnd,
@@ -81,7 +85,9 @@ impl<'a> ConnectionTokens<'a> {
     /// Whether `name` was listed in Connection (and so must not be forwarded).
     #[inline]
     pub fn lists(&self, name: &str) -> bool {
-        self.names[..self.count].iter().any(|n| n.eq_ignore_ascii_case(name))
+        self.names[..self.count]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
     }
 
     #[inline]

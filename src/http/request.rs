@@ -46,7 +46,10 @@ pub struct RequestHead<'a> {
 impl RequestHead<'_> {
     /// Whether the method is idempotent (RFC 9110 §9.2.2), i.e. safe to send twice.
     pub fn idempotent(&self) -> bool {
-        matches!(self.method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE")
+        matches!(
+            self.method,
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        )
     }
 }
 
@@ -62,7 +65,9 @@ pub fn parse<'a>(
     let mut req = httparse::Request::new(&mut []);
     let status = match req.parse_with_uninit_headers(buf, slots) {
         Ok(s) => s,
-        Err(httparse::Error::TooManyHeaders) => return Err(Reject::new(431, "too many header fields")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject::new(431, "too many header fields"))
+        }
         Err(httparse::Error::Version) => return Err(Reject::new(505, "unsupported HTTP version")),
         Err(e) => return Err(Reject::new(400, httparse_reason(e))),
     };
@@ -83,7 +88,11 @@ pub fn parse<'a>(
     let (Some(method), Some(target), Some(v)) = (req.method, req.path, req.version) else {
         return Err(Reject::new(400, "incomplete request line"));
     };
-    let version = if v == 1 { Version::Http11 } else { Version::Http10 };
+    let version = if v == 1 {
+        Version::Http11
+    } else {
+        Version::Http10
+    };
     let headers: &'a [Header<'a>] = req.headers;
 
     let (path, target_host) = split_target(method, target)?;
@@ -101,7 +110,8 @@ pub fn parse<'a>(
                 if host.is_some() {
                     return Err(Reject::new(400, "more than one Host header"));
                 }
-                let v = std::str::from_utf8(h.value).map_err(|_| Reject::new(400, "invalid Host header"))?;
+                let v = std::str::from_utf8(h.value)
+                    .map_err(|_| Reject::new(400, "invalid Host header"))?;
                 if !valid_host(v) {
                     return Err(Reject::new(400, "invalid Host header"));
                 }
@@ -111,7 +121,10 @@ pub fn parse<'a>(
                 if length.is_some() {
                     return Err(Reject::new(400, "more than one Content-Length"));
                 }
-                length = Some(parse_content_length(h.value).ok_or(Reject::new(400, "invalid Content-Length"))?);
+                length = Some(
+                    parse_content_length(h.value)
+                        .ok_or(Reject::new(400, "invalid Content-Length"))?,
+                );
             }
             Class::TransferEncoding => {
                 if saw_te {
@@ -134,7 +147,12 @@ pub fn parse<'a>(
         return Err(Reject::new(400, "Connection header lists too many options"));
     }
     let body = match (saw_te, length) {
-        (true, Some(_)) => return Err(Reject::new(400, "both Content-Length and Transfer-Encoding")),
+        (true, Some(_)) => {
+            return Err(Reject::new(
+                400,
+                "both Content-Length and Transfer-Encoding",
+            ))
+        }
         (true, None) if version == Version::Http10 => {
             return Err(Reject::new(400, "Transfer-Encoding in an HTTP/1.0 request"))
         }
@@ -171,7 +189,9 @@ pub fn parse<'a>(
 fn partial<'a>(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead<'a>>, Reject> {
     let line_end = memchr::memchr(b'\n', buf);
     match line_end {
-        None if buf.len() > limits.max_request_line => Err(Reject::new(414, "request line too long")),
+        None if buf.len() > limits.max_request_line => {
+            Err(Reject::new(414, "request line too long"))
+        }
         Some(n) if n > limits.max_request_line => Err(Reject::new(414, "request line too long")),
         _ if buf.len() >= limits.max_head_size => Err(Reject::new(431, "request head too large")),
         _ => Ok(None),
@@ -216,14 +236,20 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    if authority.is_empty() || authority.contains('@') || !valid_host(authority) || path.contains('#') {
+    if authority.is_empty()
+        || authority.contains('@')
+        || !valid_host(authority)
+        || path.contains('#')
+    {
         return Err(Reject::new(400, "invalid request target"));
     }
     Ok((path, Some(authority)))
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()) {
+    if s.len() >= prefix.len()
+        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    {
         Some(&s[prefix.len()..])
     } else {
         None
@@ -236,8 +262,13 @@ fn valid_host(v: &str) -> bool {
         return false;
     }
     let (name_ok, port) = if let Some(rest) = v.strip_prefix('[') {
-        let Some(i) = rest.find(']') else { return false };
-        let literal_ok = i > 0 && rest[..i].bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        let Some(i) = rest.find(']') else {
+            return false;
+        };
+        let literal_ok = i > 0
+            && rest[..i]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
         let after = &rest[i + 1..];
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
@@ -252,7 +283,8 @@ fn valid_host(v: &str) -> bool {
         };
         (!name.is_empty() && name.bytes().all(reg_name_char), port)
     };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     name_ok && port_ok
 }
 
@@ -278,7 +310,11 @@ fn transfer_encoding_is_chunked(v: &[u8]) -> Result<bool, Reject> {
     let last = v.rsplit(|b| *b == b',').next().map(trim).unwrap_or(b"");
     if last.eq_ignore_ascii_case(b"chunked") || v.is_empty() {
         Err(Reject::new(501, "unsupported transfer coding"))
-    } else if v.split(|b| *b == b',').map(trim).any(|c| c.eq_ignore_ascii_case(b"chunked")) {
+    } else if v
+        .split(|b| *b == b',')
+        .map(trim)
+        .any(|c| c.eq_ignore_ascii_case(b"chunked"))
+    {
         Err(Reject::new(400, "chunked is not the final transfer coding"))
     } else {
         Err(Reject::new(501, "unsupported transfer coding"))
@@ -286,8 +322,14 @@ fn transfer_encoding_is_chunked(v: &[u8]) -> Result<bool, Reject> {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| *b != b' ' && *b != b'\t').unwrap_or(v.len());
-    let end = v.iter().rposition(|b| *b != b' ' && *b != b'\t').map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -322,7 +364,9 @@ mod tests {
 
     #[test]
     fn plain_get() {
-        let r = run(b"GET /a HTTP/1.1\r\nHost: Example.com:80\r\n\r\n").unwrap().unwrap();
+        let r = run(b"GET /a HTTP/1.1\r\nHost: Example.com:80\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r, (Body::None, "Example.com:80".into(), true));
     }
 
@@ -334,39 +378,77 @@ mod tests {
     #[test]
     fn framing_rejections() {
         assert_eq!(run(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(400));
-        assert_eq!(run(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), Err(400));
-        assert_eq!(run(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\n"), Err(400));
-        assert_eq!(run(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n"), Err(400));
-        assert_eq!(run(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"), Err(501));
-        assert_eq!(run(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"), Err(400));
-        assert_eq!(run(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), Err(400));
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Err(501)
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Err(400)
+        );
         assert_eq!(run(b"GET / HTTP/1.1\r\n\r\n"), Err(400));
-        assert_eq!(run(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), Err(400));
+        assert_eq!(
+            run(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(400)
+        );
         assert_eq!(run(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), Err(400));
         assert_eq!(run(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
         assert_eq!(run(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), Err(400));
-        assert_eq!(run(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"), Err(400));
-        assert_eq!(run(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"), Err(400));
+        assert_eq!(
+            run(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"),
+            Err(400)
+        );
     }
 
     #[test]
     fn chunked_and_length() {
-        let r = run(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap().unwrap();
+        let r = run(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.0, Body::Chunked);
-        let r = run(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 42\r\n\r\n").unwrap().unwrap();
+        let r = run(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 42\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.0, Body::Length(42));
     }
 
     #[test]
     fn absolute_form_overrides_host() {
-        let r = run(b"GET http://a.example/x HTTP/1.1\r\nHost: b\r\n\r\n").unwrap().unwrap();
+        let r = run(b"GET http://a.example/x HTTP/1.1\r\nHost: b\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.1, "a.example");
     }
 
     #[test]
     fn http10_keepalive() {
         assert!(!run(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap().2);
-        assert!(run(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().2);
+        assert!(
+            run(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .2
+        );
     }
 
     #[test]

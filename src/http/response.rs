@@ -59,7 +59,8 @@ pub fn parse<'a>(
     for h in headers {
         match classify(h.name) {
             Class::ContentLength => {
-                let n = parse_content_length(h.value).ok_or(BadResponse("invalid upstream Content-Length"))?;
+                let n = parse_content_length(h.value)
+                    .ok_or(BadResponse("invalid upstream Content-Length"))?;
                 if length.is_some_and(|prev| prev != n) {
                     return Err(BadResponse("conflicting upstream Content-Length"));
                 }
@@ -76,22 +77,34 @@ pub fn parse<'a>(
         }
     }
     if conn.overflow {
-        return Err(BadResponse("upstream Connection header lists too many options"));
+        return Err(BadResponse(
+            "upstream Connection header lists too many options",
+        ));
     }
     let no_body = head_request || (100..200).contains(&code) || code == 204 || code == 304;
     let (body, close_delimited) = if no_body {
         (Body::None, false)
     } else {
         match (te, length) {
-            (Some(_), Some(_)) => return Err(BadResponse("upstream sent both Content-Length and Transfer-Encoding")),
-            (Some(v), None) if v.eq_ignore_ascii_case(b"chunked") || trimmed_eq_chunked(v) => (Body::Chunked, false),
+            (Some(_), Some(_)) => {
+                return Err(BadResponse(
+                    "upstream sent both Content-Length and Transfer-Encoding",
+                ))
+            }
+            (Some(v), None) if v.eq_ignore_ascii_case(b"chunked") || trimmed_eq_chunked(v) => {
+                (Body::Chunked, false)
+            }
             // Any other coding: the body runs until close (RFC 9112 §6.3 rule 4 for responses).
             (Some(_), None) => (Body::None, true),
             (None, Some(n)) => (Body::Length(n), false),
             (None, None) => (Body::None, true),
         }
     };
-    let keep = if version == 1 { !conn.close } else { conn.keep_alive && !conn.close };
+    let keep = if version == 1 {
+        !conn.close
+    } else {
+        conn.keep_alive && !conn.close
+    };
     Ok(Some(ResponseHead {
         status: code,
         reason,
@@ -115,23 +128,63 @@ mod tests {
 
     fn run(input: &[u8], head: bool) -> Result<Option<(u16, Body, bool, bool)>, BadResponse> {
         let mut slots = [MaybeUninit::uninit(); 32];
-        parse(input, &mut slots, head, 65536).map(|o| o.map(|r| (r.status, r.body, r.close_delimited, r.reusable)))
+        parse(input, &mut slots, head, 65536)
+            .map(|o| o.map(|r| (r.status, r.body, r.close_delimited, r.reusable)))
     }
 
     #[test]
     fn framing() {
-        assert_eq!(run(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap().unwrap(), (200, Body::Length(5), false, true));
-        assert_eq!(run(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap().unwrap(), (200, Body::Chunked, false, true));
-        assert_eq!(run(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap().unwrap(), (200, Body::None, true, false));
-        assert_eq!(run(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap().unwrap(), (200, Body::None, false, true));
-        assert_eq!(run(b"HTTP/1.1 204 No Content\r\n\r\n", false).unwrap().unwrap(), (204, Body::None, false, true));
-        assert_eq!(run(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap().unwrap().3, false);
+        assert_eq!(
+            run(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false)
+                .unwrap()
+                .unwrap(),
+            (200, Body::Length(5), false, true)
+        );
+        assert_eq!(
+            run(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            )
+            .unwrap()
+            .unwrap(),
+            (200, Body::Chunked, false, true)
+        );
+        assert_eq!(
+            run(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap().unwrap(),
+            (200, Body::None, true, false)
+        );
+        assert_eq!(
+            run(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
+                .unwrap()
+                .unwrap(),
+            (200, Body::None, false, true)
+        );
+        assert_eq!(
+            run(b"HTTP/1.1 204 No Content\r\n\r\n", false)
+                .unwrap()
+                .unwrap(),
+            (204, Body::None, false, true)
+        );
+        assert!(
+            !run(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false)
+                .unwrap()
+                .unwrap()
+                .3
+        );
     }
 
     #[test]
     fn rejects() {
-        assert!(run(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false).is_err());
-        assert!(run(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", false).is_err());
+        assert!(run(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(run(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            false
+        )
+        .is_err());
         assert!(run(b"HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
         assert!(run(b"HTPT/1.1 200 OK\r\n\r\n", false).is_err());
     }

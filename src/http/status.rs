@@ -45,8 +45,18 @@ pub fn write_error(out: &mut Vec<u8>, status: u16, detail: &str, close: bool) {
     push_dec(out, status as u64);
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\nserver: ringway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
-    let body_len = 3 + 1 + reason.len() + if detail.is_empty() { 0 } else { 2 + detail.len() } + 1;
+    out.extend_from_slice(
+        b"\r\nserver: ringway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ",
+    );
+    let body_len = 3
+        + 1
+        + reason.len()
+        + if detail.is_empty() {
+            0
+        } else {
+            2 + detail.len()
+        }
+        + 1;
     push_dec(out, body_len as u64);
     if close {
         out.extend_from_slice(b"\r\nconnection: close");

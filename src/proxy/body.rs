@@ -1,0 +1,204 @@
+//! Streams a message body from one connection to another through one reused buffer, never
+//! holding more than a buffer's worth: Content-Length bodies are copied as is, chunked bodies
+//! are decoded and re-encoded (normalised), close-delimited bodies are read to EOF.
+
+use crate::http::buf::{write_all_reuse, ConnBuf};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::fmt::push_hex;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::time::timeout;
+use std::time::Duration;
+
+/// The largest read while streaming a body.
+pub const STREAM_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The side the body comes from.
+    Src,
+    /// The side it goes to.
+    Dst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Io,
+    /// The source closed before the body ended.
+    Eof,
+    Timeout,
+    /// The source broke the chunked framing.
+    Framing(&'static str),
+    /// More than the allowed body size.
+    TooLarge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyError {
+    pub side: Side,
+    pub failure: Failure,
+}
+
+const fn src(failure: Failure) -> BodyError {
+    BodyError {
+        side: Side::Src,
+        failure,
+    }
+}
+
+const fn dst(failure: Failure) -> BodyError {
+    BodyError {
+        side: Side::Dst,
+        failure,
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Deadlines {
+    /// Longest wait for the next bytes from the source.
+    pub read: Duration,
+    /// Longest a single write to the destination may take.
+    pub write: Duration,
+}
+
+/// How the body is written out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Encode {
+    Chunked,
+    Raw,
+}
+
+async fn fill<S: AsyncReadRent>(
+    s: &mut S,
+    buf: &mut ConnBuf,
+    d: &Deadlines,
+) -> Result<(), BodyError> {
+    match timeout(d.read, buf.fill(s, STREAM_CHUNK)).await {
+        Ok(Ok(0)) => Err(src(Failure::Eof)),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(src(Failure::Io)),
+        Err(_) => Err(src(Failure::Timeout)),
+    }
+}
+
+async fn write<D: AsyncWriteRent>(
+    dst_io: &mut D,
+    out: &mut Vec<u8>,
+    d: &Deadlines,
+) -> Result<(), BodyError> {
+    match timeout(d.write, write_all_reuse(dst_io, out)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(dst(Failure::Io)),
+        Err(_) => Err(dst(Failure::Timeout)),
+    }
+}
+
+/// Copies exactly `n` body bytes; `buf` may already hold some of them.
+pub async fn copy_length<S: AsyncReadRent, D: AsyncWriteRent>(
+    s: &mut S,
+    buf: &mut ConnBuf,
+    d_io: &mut D,
+    mut n: u64,
+    d: &Deadlines,
+) -> Result<(), BodyError> {
+    while n > 0 {
+        if buf.is_empty() {
+            fill(s, buf, d).await?;
+        }
+        let k = (buf.len() as u64).min(n) as usize;
+        match timeout(d.write, buf.write_to(d_io, k)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(dst(Failure::Io)),
+            Err(_) => return Err(dst(Failure::Timeout)),
+        }
+        n -= k as u64;
+    }
+    Ok(())
+}
+
+/// Decodes a chunked body and writes it re-encoded (`Encode::Chunked`) or raw. Trailers are
+/// dropped. `scratch` is reused for the output. Fails with `TooLarge` past `limit` body bytes.
+pub async fn copy_chunked<S: AsyncReadRent, D: AsyncWriteRent>(
+    s: &mut S,
+    buf: &mut ConnBuf,
+    d_io: &mut D,
+    encode: Encode,
+    scratch: &mut Vec<u8>,
+    limit: u64,
+    d: &Deadlines,
+) -> Result<(), BodyError> {
+    let mut dec = ChunkedDecoder::new(1024, 8 * 1024);
+    let mut total: u64 = 0;
+    loop {
+        if buf.is_empty() {
+            fill(s, buf, d).await?;
+        }
+        scratch.clear();
+        let used = dec
+            .decode(buf.data(), |data| {
+                total += data.len() as u64;
+                if encode == Encode::Chunked {
+                    push_hex(scratch, data.len() as u64);
+                    scratch.extend_from_slice(b"\r\n");
+                    scratch.extend_from_slice(data);
+                    scratch.extend_from_slice(b"\r\n");
+                } else {
+                    scratch.extend_from_slice(data);
+                }
+            })
+            .map_err(|e| src(Failure::Framing(e.0)))?;
+        buf.consume(used);
+        if total > limit {
+            return Err(src(Failure::TooLarge));
+        }
+        let done = dec.is_done();
+        if done && encode == Encode::Chunked {
+            scratch.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !scratch.is_empty() {
+            write(d_io, scratch, d).await?;
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// Copies everything until the source closes (a close-delimited response).
+pub async fn copy_to_eof<S: AsyncReadRent, D: AsyncWriteRent>(
+    s: &mut S,
+    buf: &mut ConnBuf,
+    d_io: &mut D,
+    encode: Encode,
+    scratch: &mut Vec<u8>,
+    d: &Deadlines,
+) -> Result<(), BodyError> {
+    loop {
+        if buf.is_empty() {
+            match fill(s, buf, d).await {
+                Ok(()) => {}
+                Err(BodyError {
+                    failure: Failure::Eof,
+                    ..
+                }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        scratch.clear();
+        if encode == Encode::Chunked {
+            push_hex(scratch, buf.len() as u64);
+            scratch.extend_from_slice(b"\r\n");
+            scratch.extend_from_slice(buf.data());
+            scratch.extend_from_slice(b"\r\n");
+        } else {
+            scratch.extend_from_slice(buf.data());
+        }
+        buf.clear();
+        write(d_io, scratch, d).await?;
+    }
+    if encode == Encode::Chunked {
+        scratch.clear();
+        scratch.extend_from_slice(b"0\r\n\r\n");
+        write(d_io, scratch, d).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! Re-serialises heads in both directions: the request Ringway sends upstream (hop-by-hop
+//! headers gone, framing normalised, forwarding headers added) and the response it sends the
+//! client. Nothing is passed through byte for byte.
+
+use super::state::WorkerCtx;
+use crate::config::Proxy;
+use crate::http::fmt::push_dec;
+use crate::http::headers::{classify, Class};
+use crate::http::request::{Body, RequestHead, Version};
+use crate::http::response::ResponseHead;
+
+/// Facts about the client connection, computed once per connection.
+pub struct ClientInfo {
+    pub ip: String,
+    pub proto: &'static str,
+}
+
+/// Forwarding headers a client may send that Ringway rewrites.
+#[derive(PartialEq, Eq)]
+enum Fwd {
+    Other,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Via,
+}
+
+#[inline]
+fn fwd_class(name: &str) -> Fwd {
+    match name.len() {
+        3 if name.eq_ignore_ascii_case("via") => Fwd::Via,
+        15 if name.eq_ignore_ascii_case("x-forwarded-for") => Fwd::XForwardedFor,
+        16 if name.eq_ignore_ascii_case("x-forwarded-host") => Fwd::XForwardedHost,
+        17 if name.eq_ignore_ascii_case("x-forwarded-proto") => Fwd::XForwardedProto,
+        _ => Fwd::Other,
+    }
+}
+
+/// A few values of a repeated header, kept by reference while the head is written.
+struct Collected<'a> {
+    vals: [&'a [u8]; 8],
+    n: usize,
+}
+
+impl<'a> Collected<'a> {
+    fn new() -> Self {
+        Self {
+            vals: [&[]; 8],
+            n: 0,
+        }
+    }
+    fn push(&mut self, v: &'a [u8]) {
+        if self.n < self.vals.len() {
+            self.vals[self.n] = v;
+            self.n += 1;
+        }
+    }
+    fn write_joined(&self, out: &mut Vec<u8>) {
+        for v in &self.vals[..self.n] {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+    }
+}
+
+pub struct UpstreamHead<'r> {
+    pub path_prefix: &'static str,
+    pub path: &'r str,
+    pub host_override: Option<&'r str>,
+}
+
+/// Appends the request head for the upstream to `out`.
+pub fn write_request(
+    out: &mut Vec<u8>,
+    req: &RequestHead<'_>,
+    target: &UpstreamHead<'_>,
+    cfg: &Proxy,
+    client: &ClientInfo,
+    worker: &WorkerCtx,
+) {
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.path_prefix.as_bytes());
+    out.extend_from_slice(target.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(target.host_override.unwrap_or(req.host).as_bytes());
+    out.extend_from_slice(b"\r\n");
+
+    let mut xff = Collected::new();
+    let mut via = Collected::new();
+    let mut has_id = false;
+    let id_header = cfg.request_id_header.as_deref();
+    for h in req.headers {
+        if classify(h.name) != Class::EndToEnd {
+            continue;
+        }
+        if req.conn.has_names() && req.conn.lists(h.name) {
+            continue;
+        }
+        match fwd_class(h.name) {
+            Fwd::Other => {
+                if let Some(id) = id_header {
+                    if h.name.len() == id.len() && h.name.eq_ignore_ascii_case(id) {
+                        has_id = true;
+                    }
+                }
+            }
+            Fwd::XForwardedFor if cfg.x_forwarded_for => {
+                xff.push(h.value);
+                continue;
+            }
+            Fwd::Via if cfg.via => {
+                via.push(h.value);
+                continue;
+            }
+            // Set by Ringway from what it saw itself; a client's value would be a spoof.
+            Fwd::XForwardedProto if cfg.x_forwarded_proto => continue,
+            Fwd::XForwardedHost if cfg.x_forwarded_host => continue,
+            _ => {}
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if cfg.x_forwarded_for {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        xff.write_joined(out);
+        out.extend_from_slice(client.ip.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if cfg.x_forwarded_proto {
+        out.extend_from_slice(b"x-forwarded-proto: ");
+        out.extend_from_slice(client.proto.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if cfg.x_forwarded_host && !req.host.is_empty() {
+        out.extend_from_slice(b"x-forwarded-host: ");
+        out.extend_from_slice(req.host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if cfg.via {
+        out.extend_from_slice(b"via: ");
+        via.write_joined(out);
+        out.extend_from_slice(if req.version == Version::Http10 {
+            b"1.0 ringway\r\n"
+        } else {
+            b"1.1 ringway\r\n"
+        });
+    }
+    if let (Some(id), false) = (id_header, has_id) {
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b": ");
+        worker.push_request_id(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    match req.body {
+        Body::None => {
+            // A body-less POST/PUT still states its length so the upstream need not guess.
+            if matches!(req.method, "POST" | "PUT" | "PATCH") {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+        }
+        Body::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_dec(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Body::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the client-side response body is framed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OutFraming {
+    /// No body (HEAD, 204, 304); Content-Length, if the upstream sent one, is passed on as is.
+    NoBody,
+    Length(u64),
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 clients only).
+    Close,
+}
+
+/// Appends the response head for the client to `out`.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead<'_>,
+    framing: OutFraming,
+    keep_alive: bool,
+    client: Version,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_dec(out, resp.status as u64);
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers {
+        match classify(h.name) {
+            Class::EndToEnd | Class::Host | Class::Expect => {}
+            Class::ContentLength if framing == OutFraming::NoBody => {}
+            _ => continue,
+        }
+        if resp.conn.has_names() && resp.conn.lists(h.name) {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        OutFraming::NoBody | OutFraming::Close => {}
+        OutFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_dec(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        OutFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    match (keep_alive, client) {
+        (false, _) => out.extend_from_slice(b"connection: close\r\n"),
+        (true, Version::Http10) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        (true, Version::Http11) => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}

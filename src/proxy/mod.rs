@@ -1,0 +1,267 @@
+//! The per-connection pipeline: read a request head, route it, answer locally or forward it,
+//! and loop while the connection stays keep-alive. One task per client connection.
+
+pub mod body;
+mod forward;
+pub mod head;
+pub mod state;
+
+use crate::config::Action;
+use crate::http::buf::{write_all_reuse, ConnBuf};
+use crate::http::request::{self, Body, RequestHead, Version};
+use crate::http::status::write_error;
+use crate::http::Reject;
+use crate::route::strip_prefix;
+use head::{ClientInfo, UpstreamHead};
+use monoio::net::TcpStream;
+use monoio::time::{timeout, timeout_at, Instant};
+use state::{CoreState, InflightGuard};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// Upper bound for `http.max_headers`; the slots live on the stack, uninitialised until used.
+const MAX_HEADER_SLOTS: usize = 512;
+
+/// What the connection does after a response.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Everything the exchange needs from the request head, owned, so the read buffer is free again.
+pub struct Plan {
+    action: PlanAction,
+    body: Body,
+    version: Version,
+    keep_alive: bool,
+    expect_continue: bool,
+    head_request: bool,
+    idempotent: bool,
+}
+
+enum PlanAction {
+    /// Forward to this cluster; the upstream head is already in the output buffer.
+    Forward(usize),
+    /// Answer with the static response of this route.
+    Static(usize),
+    /// Answer with an error status, the connection may stay open.
+    Error(u16, &'static str),
+}
+
+enum HeadEnd {
+    /// Closed, reset or idle too long between requests: nothing to answer.
+    Gone,
+    Reject(Reject),
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve_client(state: Rc<CoreState>, mut client: TcpStream, peer: SocketAddr) {
+    let worker = state.worker.clone();
+    worker.connections.set(worker.connections.get() + 1);
+    let _ = client.set_nodelay(true);
+    let info = ClientInfo {
+        ip: peer.ip().to_string(),
+        proto: "http",
+    };
+    let mut rbuf = ConnBuf::with_capacity(4096);
+    let mut served: u64 = 0;
+    loop {
+        let mut out = worker.take_buf(4096);
+        let next = match read_request(&state, &mut client, &mut rbuf, &mut out, served, &info).await
+        {
+            Ok(plan) => {
+                served += 1;
+                let _inflight = InflightGuard::new(&worker);
+                let mut next = run(&state, &mut client, &mut rbuf, &mut out, &plan).await;
+                if served >= state.config.http.max_keepalive_requests {
+                    next = Next::Close;
+                }
+                next
+            }
+            Err(HeadEnd::Gone) => Next::Close,
+            Err(HeadEnd::Reject(r)) => {
+                out.clear();
+                write_error(&mut out, r.status, r.reason, true);
+                let _ = timeout(
+                    state.config.http.send_timeout,
+                    write_all_reuse(&mut client, &mut out),
+                )
+                .await;
+                Next::Close
+            }
+        };
+        worker.give_buf(out);
+        if next == Next::Close || worker.draining.get() {
+            break;
+        }
+    }
+    worker.connections.set(worker.connections.get() - 1);
+}
+
+async fn run(
+    state: &CoreState,
+    client: &mut TcpStream,
+    rbuf: &mut ConnBuf,
+    out: &mut Vec<u8>,
+    plan: &Plan,
+) -> Next {
+    match plan.action {
+        PlanAction::Forward(cluster) => {
+            forward::forward(state, cluster, client, rbuf, out, plan).await
+        }
+        PlanAction::Static(route) => {
+            let keep = plan.keep_alive
+                && discard_buffered_body(rbuf, plan.body)
+                && !state.worker.draining.get();
+            out.clear();
+            if let Some(s) = &state.statics[route] {
+                out.extend_from_slice(&s.head);
+                out.extend_from_slice(if keep {
+                    b"\r\n\r\n"
+                } else {
+                    b"\r\nconnection: close\r\n\r\n"
+                });
+                if !plan.head_request {
+                    out.extend_from_slice(&s.body);
+                }
+            }
+            finish_local(state, client, out, keep).await
+        }
+        PlanAction::Error(status, why) => {
+            let keep = plan.keep_alive
+                && discard_buffered_body(rbuf, plan.body)
+                && !state.worker.draining.get();
+            out.clear();
+            write_error(out, status, why, !keep);
+            finish_local(state, client, out, keep).await
+        }
+    }
+}
+
+async fn finish_local(
+    state: &CoreState,
+    client: &mut TcpStream,
+    out: &mut Vec<u8>,
+    keep: bool,
+) -> Next {
+    match timeout(state.config.http.send_timeout, write_all_reuse(client, out)).await {
+        Ok(Ok(())) if keep => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// A request answered locally may still carry a body; if it is already here in full it is
+/// skipped and the connection stays usable, otherwise the connection must close.
+fn discard_buffered_body(rbuf: &mut ConnBuf, body: Body) -> bool {
+    match body {
+        Body::None => true,
+        Body::Length(n) if rbuf.len() as u64 >= n => {
+            rbuf.consume(n as usize);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Reads one request head (under the idle, then the header deadline) and plans its exchange.
+async fn read_request(
+    state: &CoreState,
+    client: &mut TcpStream,
+    rbuf: &mut ConnBuf,
+    out: &mut Vec<u8>,
+    served: u64,
+    info: &ClientInfo,
+) -> Result<Plan, HeadEnd> {
+    let http = &state.config.http;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        if !rbuf.is_empty() {
+            let mut slots = [MaybeUninit::uninit(); MAX_HEADER_SLOTS];
+            let n = http.max_headers.min(MAX_HEADER_SLOTS);
+            match request::parse(rbuf.data(), &mut slots[..n], &state.limits) {
+                Ok(Some(head)) => {
+                    let len = head.head_len;
+                    let plan = plan(state, &head, out, info);
+                    rbuf.consume(len);
+                    return Ok(plan);
+                }
+                Ok(None) => {}
+                Err(r) => return Err(HeadEnd::Reject(r)),
+            }
+            // The first byte of a head starts its deadline: a slow sender gets the whole head's
+            // time, not a fresh wait per byte.
+            if deadline.is_none() {
+                deadline = Some(Instant::now() + http.header_timeout);
+            }
+        }
+        let res = match deadline {
+            Some(d) => timeout_at(d, rbuf.fill(client, http.max_head_size)).await,
+            None => {
+                let idle = if served == 0 {
+                    http.header_timeout
+                } else {
+                    http.keepalive_timeout
+                };
+                timeout(idle, rbuf.fill(client, http.max_head_size)).await
+            }
+        };
+        match res {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadEnd::Gone),
+            Ok(Ok(_)) => {}
+            Err(_) if rbuf.is_empty() => return Err(HeadEnd::Gone),
+            Err(_) => return Err(HeadEnd::Reject(Reject::new(408, "request head timed out"))),
+        }
+    }
+}
+
+/// Routes the request and writes the upstream head into `out` when it is to be forwarded.
+fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &ClientInfo) -> Plan {
+    let mut plan = Plan {
+        action: PlanAction::Error(404, "no route"),
+        body: head.body,
+        version: head.version,
+        keep_alive: head.keep_alive,
+        expect_continue: head.expect_continue,
+        head_request: head.method == "HEAD",
+        idempotent: head.idempotent(),
+    };
+    let Some(route_idx) = state
+        .router
+        .find(head.method, head.host, head.path, head.headers)
+    else {
+        return plan;
+    };
+    let route = &state.config.routes[route_idx];
+    if let Body::Length(n) = head.body {
+        if n > state.config.http.max_body_size {
+            plan.action = PlanAction::Error(413, "request body too large");
+            return plan;
+        }
+    }
+    plan.action = match &route.action {
+        Action::Respond(_) => PlanAction::Static(route_idx),
+        Action::Forward(cluster) => {
+            let upstream = &state.config.upstreams[*cluster];
+            let (path_prefix, path) = match (&route.matcher.path_prefix, route.strip_prefix) {
+                (Some(prefix), true) => strip_prefix(head.path, prefix),
+                _ => ("", head.path),
+            };
+            let host_override = if state.config.proxy.preserve_host && !head.host.is_empty() {
+                None
+            } else {
+                Some(upstream.name.as_str())
+            };
+            let target = UpstreamHead {
+                path_prefix,
+                path,
+                host_override,
+            };
+            out.clear();
+            head::write_request(out, head, &target, &state.config.proxy, info, &state.worker);
+            PlanAction::Forward(*cluster)
+        }
+    };
+    plan
+}

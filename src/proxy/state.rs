@@ -1,0 +1,147 @@
+//! Per-core state: everything a worker's connections read on the request path, built from one
+//! config snapshot and never shared with another thread (hence `Rc`, `Cell`, no locks).
+
+use crate::config::{Action, Config};
+use crate::http::fmt::push_dec;
+use crate::http::request::Limits;
+use crate::http::status::reason;
+use crate::route::Router;
+use crate::upstream::Cluster;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Worker-wide facts that outlive a config reload (the state is rebuilt, the worker is not).
+#[derive(Default)]
+pub struct WorkerCtx {
+    pub id: usize,
+    pub draining: Cell<bool>,
+    /// Requests between head parsed and response finished.
+    pub inflight: Cell<usize>,
+    pub connections: Cell<usize>,
+    pub requests: Cell<u64>,
+    next_id: Cell<u64>,
+    id_prefix: u64,
+    bufs: RefCell<Vec<Vec<u8>>>,
+}
+
+impl WorkerCtx {
+    pub fn new(id: usize) -> Self {
+        // Distinct per process start and per worker, so ids from a restarted proxy differ too.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ ((std::process::id() as u64) << 20);
+        Self {
+            id,
+            id_prefix: (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0xffff_ff00)
+                | (id as u64 & 0xff),
+            ..Default::default()
+        }
+    }
+
+    /// A new request id as 24 hex digits: 8 of process/worker prefix, 16 of counter.
+    pub fn push_request_id(&self, out: &mut Vec<u8>) {
+        let n = self.next_id.get().wrapping_add(1);
+        self.next_id.set(n);
+        crate::http::fmt::push_hex_fixed(out, self.id_prefix, 8);
+        crate::http::fmt::push_hex_fixed(out, n, 16);
+    }
+
+    /// A buffer from this worker's free list, so idle connections hold only their read buffer.
+    pub fn take_buf(&self, cap: usize) -> Vec<u8> {
+        self.bufs
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(cap))
+    }
+
+    pub fn give_buf(&self, mut buf: Vec<u8>) {
+        let mut bufs = self.bufs.borrow_mut();
+        // Very large buffers (a body burst) are not kept: the free list must stay small.
+        if bufs.len() < 4096 && buf.capacity() <= 256 * 1024 {
+            buf.clear();
+            bufs.push(buf);
+        }
+    }
+}
+
+/// Tracks one in-flight request; the drop keeps the count right on every early return.
+pub struct InflightGuard(Rc<WorkerCtx>);
+
+impl InflightGuard {
+    pub fn new(w: &Rc<WorkerCtx>) -> Self {
+        w.inflight.set(w.inflight.get() + 1);
+        w.requests.set(w.requests.get() + 1);
+        Self(w.clone())
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.set(self.0.inflight.get() - 1);
+    }
+}
+
+/// A static response, encoded once: head up to (not including) the connection header and the
+/// blank line, then the body.
+pub struct StaticResponse {
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+pub struct CoreState {
+    pub config: Arc<Config>,
+    pub worker: Rc<WorkerCtx>,
+    pub router: Router,
+    pub clusters: Vec<Cluster>,
+    /// Indexed like `config.routes`; `Some` for `respond` routes.
+    pub statics: Vec<Option<StaticResponse>>,
+    pub limits: Limits,
+}
+
+impl CoreState {
+    pub fn new(config: Arc<Config>, worker: Rc<WorkerCtx>) -> Self {
+        let statics = config
+            .routes
+            .iter()
+            .map(|r| match &r.action {
+                Action::Respond(s) => Some(encode_static(s)),
+                Action::Forward(_) => None,
+            })
+            .collect();
+        Self {
+            router: Router::new(&config.routes),
+            clusters: config.upstreams.iter().map(Cluster::new).collect(),
+            statics,
+            limits: Limits {
+                max_request_line: config.http.max_request_line,
+                max_head_size: config.http.max_head_size,
+            },
+            worker,
+            config,
+        }
+    }
+}
+
+fn encode_static(s: &crate::config::StaticResponse) -> StaticResponse {
+    let mut head = Vec::with_capacity(128);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    push_dec(&mut head, s.status as u64);
+    head.push(b' ');
+    head.extend_from_slice(reason(s.status).as_bytes());
+    head.extend_from_slice(b"\r\nserver: ringway");
+    for (n, v) in &s.headers {
+        head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(n.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(v.as_bytes());
+    }
+    head.extend_from_slice(b"\r\ncontent-length: ");
+    push_dec(&mut head, s.body.len() as u64);
+    StaticResponse {
+        head,
+        body: s.body.as_bytes().to_vec(),
+    }
+}

@@ -1,0 +1,149 @@
+//! Process orchestration: binds listeners, starts one pinned worker thread per core, and runs
+//! the control loop on the main thread (SIGHUP reload, SIGTERM/SIGINT drain, SIGQUIT fast stop).
+
+mod listener;
+mod runtime;
+mod stop;
+mod worker;
+
+use crate::config::{self, Config};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What workers read from other threads. The mutex is touched only on reload and at a
+/// worker's start, never per request.
+pub struct Shared {
+    pub shutdown: AtomicBool,
+    pub generation: AtomicU64,
+    config: Mutex<Arc<Config>>,
+}
+
+impl Shared {
+    pub fn current_config(&self) -> Arc<Config> {
+        match self.config.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn publish(&self, c: Arc<Config>) {
+        match self.config.lock() {
+            Ok(mut g) => *g = c,
+            Err(poisoned) => *poisoned.into_inner() = c,
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs Ringway until it is told to stop. `path` is re-read on SIGHUP (None: built-in config).
+pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
+    let config = Arc::new(config);
+    let workers = config.runtime.workers;
+    let (sockets, bound) = listener::bind_all(&config.listeners, workers)?;
+    // Registered before workers start so that no signal finds the default (fatal) action.
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
+    let shared = Arc::new(Shared {
+        shutdown: AtomicBool::new(false),
+        generation: AtomicU64::new(0),
+        config: Mutex::new(config.clone()),
+    });
+    let mut handles = Vec::new();
+    for (id, socks) in sockets.into_iter().enumerate() {
+        let cpu = config.runtime.cpus.get(id).copied();
+        let shared = shared.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("ringway-w{id}"))
+            .spawn(move || worker::run(id, cpu, socks, shared))
+            .map_err(|e| format!("cannot start worker {id}: {e}"))?;
+        handles.push(h);
+    }
+    for (l, addr) in config.listeners.iter().zip(&bound) {
+        println!(
+            "ringway: listening on {addr} ({}), {workers} worker(s)",
+            l.name
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    // A worker that dies (runtime build failure) must not leave a half-up process behind.
+    let watcher_shared = shared.clone();
+    let joiner = std::thread::spawn(move || {
+        let mut failed = false;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(r)) => eprintln!(
+                    "ringway: worker {}: requests={} upstream connections opened={} reused={}{}",
+                    r.id,
+                    r.requests,
+                    r.upstream_opened,
+                    r.upstream_reused,
+                    if r.abandoned > 0 {
+                        format!(" abandoned_in_flight={}", r.abandoned)
+                    } else {
+                        String::new()
+                    }
+                ),
+                Ok(Err(e)) => {
+                    eprintln!("ringway: {e}");
+                    failed = true;
+                    watcher_shared.shutdown.store(true, Ordering::Release);
+                }
+                Err(_) => {
+                    eprintln!("ringway: a worker panicked");
+                    failed = true;
+                    watcher_shared.shutdown.store(true, Ordering::Release);
+                }
+            }
+        }
+        std::process::exit(if failed { 1 } else { 0 });
+    });
+
+    for sig in signals.forever() {
+        match sig {
+            SIGTERM | SIGINT => {
+                if shared.shutdown.swap(true, Ordering::AcqRel) {
+                    // Second request while draining: stop now.
+                    std::process::exit(0);
+                }
+                eprintln!(
+                    "ringway: draining (up to {:?})",
+                    shared.current_config().runtime.drain_timeout
+                );
+            }
+            SIGQUIT => std::process::exit(0),
+            SIGHUP => reload(&shared, path.as_deref()),
+            _ => {}
+        }
+    }
+    let _ = joiner.join();
+    Ok(())
+}
+
+fn reload(shared: &Shared, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        eprintln!("ringway: SIGHUP ignored: running the built-in config");
+        return;
+    };
+    match config::load(path) {
+        Ok(new) => {
+            let old = shared.current_config();
+            if new
+                .listeners
+                .iter()
+                .map(|l| l.bind)
+                .ne(old.listeners.iter().map(|l| l.bind))
+                || new.runtime.workers != old.runtime.workers
+            {
+                eprintln!("ringway: reload: listener and worker changes need a restart; applying the rest");
+            }
+            shared.publish(Arc::new(new));
+            eprintln!("ringway: reloaded {}", path.display());
+        }
+        Err(e) => eprintln!("ringway: reload refused, still serving the old config: {e}"),
+    }
+}

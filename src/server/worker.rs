@@ -1,0 +1,138 @@
+//! One worker: an OS thread pinned to its CPU, running its own monoio runtime with its own
+//! listeners and its own `CoreState`. The only cross-thread contact is a few atomics read
+//! by the worker's control tick (shutdown, config generation).
+
+use super::runtime::{self, Driver};
+use super::stop::StopSignal;
+use super::Shared;
+use crate::proxy::serve_client;
+use crate::proxy::state::{CoreState, WorkerCtx};
+use monoio::net::TcpListener;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a worker reports when it ends.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerReport {
+    pub id: usize,
+    pub requests: u64,
+    pub upstream_opened: u64,
+    pub upstream_reused: u64,
+    pub abandoned: usize,
+}
+
+const TICK: Duration = Duration::from_millis(100);
+
+pub fn run(
+    id: usize,
+    cpu: Option<usize>,
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+) -> Result<WorkerReport, String> {
+    if let Some(cpu) = cpu {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+            eprintln!("ringway: worker {id}: could not pin to CPU {cpu}; running unpinned");
+        }
+    }
+    let config = shared.current_config();
+    let (mut rt, driver) = runtime::build(config.runtime.uring_entries)
+        .map_err(|e| format!("worker {id}: cannot build runtime: {e}"))?;
+    if id == 0 && driver == Driver::Legacy {
+        let why = if runtime::force_legacy() {
+            "RINGWAY_FORCE_LEGACY is set"
+        } else {
+            "io_uring is not available"
+        };
+        eprintln!("ringway: using the legacy epoll driver ({why})");
+    }
+    rt.block_on(worker_main(id, listeners, shared))
+}
+
+async fn worker_main(
+    id: usize,
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+) -> Result<WorkerReport, String> {
+    let ctx = Rc::new(WorkerCtx::new(id));
+    let mut generation = shared.generation.load(Ordering::Acquire);
+    let current = Rc::new(RefCell::new(Rc::new(CoreState::new(
+        shared.current_config(),
+        ctx.clone(),
+    ))));
+    let stop = Rc::new(StopSignal::default());
+    let mut accepts = Vec::new();
+    for l in listeners {
+        let l = TcpListener::from_std(l).map_err(|e| format!("worker {id}: listener: {e}"))?;
+        accepts.push(monoio::spawn(accept_loop(l, current.clone(), stop.clone())));
+    }
+    let mut ticks: u64 = 0;
+    while !shared.shutdown.load(Ordering::Acquire) {
+        monoio::time::sleep(TICK).await;
+        ticks += 1;
+        let g = shared.generation.load(Ordering::Acquire);
+        if g != generation {
+            generation = g;
+            // Open connections keep the state they started with; new ones get this one.
+            *current.borrow_mut() = Rc::new(CoreState::new(shared.current_config(), ctx.clone()));
+        }
+        if ticks % 2 == 0 {
+            let now = Instant::now();
+            for c in &current.borrow().clusters {
+                c.trim(now);
+            }
+        }
+    }
+
+    // Drain: close listeners first, then let in-flight requests finish.
+    ctx.draining.set(true);
+    stop.fire();
+    for a in accepts {
+        a.await;
+    }
+    let drain_timeout = current.borrow().config.runtime.drain_timeout;
+    let deadline = Instant::now() + drain_timeout;
+    while ctx.inflight.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let state = current.borrow().clone();
+    Ok(WorkerReport {
+        id,
+        requests: ctx.requests.get(),
+        upstream_opened: state.clusters.iter().map(|c| c.opened()).sum(),
+        upstream_reused: state.clusters.iter().map(|c| c.reused()).sum(),
+        abandoned: ctx.inflight.get(),
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    current: Rc<RefCell<Rc<CoreState>>>,
+    stop: Rc<StopSignal>,
+) {
+    let mut stopped = std::pin::pin!(stop.wait());
+    loop {
+        monoio::select! {
+            _ = &mut stopped => break,
+            res = listener.accept() => match res {
+                Ok((stream, peer)) => {
+                    let state = current.borrow().clone();
+                    if state.worker.connections.get() >= state.config.http.max_connections {
+                        // Over the per-worker limit: closing at once costs less than queueing.
+                        drop(stream);
+                        continue;
+                    }
+                    monoio::spawn(serve_client(state, stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors or similar: back off briefly instead of spinning.
+                    eprintln!("ringway: accept failed: {e}");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+}

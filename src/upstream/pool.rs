@@ -1,0 +1,64 @@
+//! A per-core, per-server keep-alive pool. LIFO on purpose: under steady load the same warm
+//! connections are reused and the rest age at the cold end, where the trimmer closes a few per
+//! tick instead of letting hundreds expire (and hit the upstream) in the same instant.
+
+use monoio::net::TcpStream;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+pub struct Pool {
+    idle: VecDeque<Idle>,
+    max_idle: usize,
+}
+
+impl Pool {
+    pub fn new(max_idle: usize) -> Self {
+        Self {
+            idle: VecDeque::new(),
+            max_idle,
+        }
+    }
+
+    /// The most recently used idle connection, if any.
+    #[inline]
+    pub fn checkout(&mut self) -> Option<TcpStream> {
+        self.idle.pop_back().map(|i| i.stream)
+    }
+
+    /// Returns a connection that finished a response cleanly; beyond `max_idle` it is closed.
+    #[inline]
+    pub fn checkin(&mut self, stream: TcpStream) {
+        if self.idle.len() < self.max_idle {
+            self.idle.push_back(Idle {
+                stream,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.len()
+    }
+
+    /// Closes connections idle longer than `idle_timeout`, oldest first, at most
+    /// max(2, idle/32) per call so that a large pool drains over a few seconds.
+    pub fn trim(&mut self, now: Instant, idle_timeout: Duration) -> usize {
+        let budget = (self.idle.len() / 32).max(2);
+        let mut closed = 0;
+        while closed < budget {
+            match self.idle.front() {
+                Some(i) if now.duration_since(i.since) >= idle_timeout => {
+                    self.idle.pop_front();
+                    closed += 1;
+                }
+                _ => break,
+            }
+        }
+        closed
+    }
+}

@@ -1,0 +1,120 @@
+//! When requests go out: the closed loop's shared request budget (`-n`) and the open loop's
+//! per-connection constant-rate timetable (`--rate`).
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// A thread's share of `-n`, taken by its connections batch by batch so the total is exact.
+pub struct Budget {
+    remaining: Cell<u64>,
+    unlimited: bool,
+}
+
+impl Budget {
+    pub fn new(limit: Option<u64>) -> Self {
+        Self {
+            remaining: Cell::new(limit.unwrap_or(0)),
+            unlimited: limit.is_none(),
+        }
+    }
+
+    /// Takes up to `want` requests; 0 means the budget is spent.
+    pub fn take(&self, want: u64) -> u64 {
+        if self.unlimited {
+            return want;
+        }
+        let got = want.min(self.remaining.get());
+        self.remaining.set(self.remaining.get() - got);
+        got
+    }
+}
+
+/// The open loop timetable. Request `j` (counted over all connections) is due at
+/// `t0 + j / rate`; connection `i` of `c` owns `j = i, i + c, i + 2c, ...`, so the aggregate is a
+/// constant rate however the connections are spread over threads.
+#[derive(Debug, Clone, Copy)]
+pub struct Timetable {
+    pub t0: Instant,
+    pub rate: f64,
+    pub connections: u64,
+    /// First measured index: requests due before the warmup ends are not recorded.
+    pub first_measured: u64,
+    /// One past the last index to send (`-n`), if bounded by count.
+    pub limit: Option<u64>,
+    pub end: Option<Instant>,
+}
+
+impl Timetable {
+    pub fn new(
+        t0: Instant,
+        rate: f64,
+        connections: u64,
+        warmup: Duration,
+        requests: Option<u64>,
+        end: Option<Instant>,
+    ) -> Self {
+        let first_measured = (warmup.as_secs_f64() * rate).ceil() as u64;
+        Self {
+            t0,
+            rate,
+            connections,
+            first_measured,
+            limit: requests.map(|n| first_measured + n),
+            end,
+        }
+    }
+
+    /// When request `j` is due, or None once the run is over.
+    pub fn due(&self, j: u64) -> Option<Instant> {
+        if self.limit.is_some_and(|l| j >= l) {
+            return None;
+        }
+        let due = self.t0 + Duration::from_secs_f64(j as f64 / self.rate);
+        match self.end {
+            Some(e) if due >= e => None,
+            _ => Some(due),
+        }
+    }
+
+    pub fn measured(&self, j: u64) -> bool {
+        j >= self.first_measured
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_is_exact() {
+        let b = Budget::new(Some(10));
+        assert_eq!((b.take(4), b.take(4), b.take(4), b.take(4)), (4, 4, 2, 0));
+        assert_eq!(Budget::new(None).take(7), 7);
+    }
+
+    #[test]
+    fn timetable_spreads_connections_and_counts_exactly() {
+        let t0 = Instant::now();
+        let t = Timetable::new(t0, 1000.0, 4, Duration::from_millis(10), Some(100), None);
+        assert_eq!(t.first_measured, 10);
+        let sent: u64 = (0..4u64)
+            .map(|i| {
+                (0..)
+                    .map(|k| i + k * 4)
+                    .take_while(|&j| t.due(j).is_some())
+                    .count() as u64
+            })
+            .sum();
+        assert_eq!(sent, 110);
+        assert_eq!(t.due(5), Some(t0 + Duration::from_millis(5)));
+        let t = Timetable::new(
+            t0,
+            100.0,
+            1,
+            Duration::ZERO,
+            None,
+            Some(t0 + Duration::from_secs(1)),
+        );
+        assert!(t.due(99).is_some() && t.due(100).is_none());
+    }
+}

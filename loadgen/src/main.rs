@@ -1,0 +1,353 @@
+//! `loadgen`: command line for the load generator (`loadgen [OPTIONS] URL...`) and its
+//! fixed-response origin (`loadgen serve`). Parses and validates, then hands off.
+
+mod client;
+mod http;
+mod report;
+mod runtime;
+mod serve;
+mod stats;
+mod target;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "Thread-per-core io_uring HTTP/1.1 load generator with coordinated-omission correction",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fixed-response HTTP/1.1 keep-alive origin.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Target URLs, http:// or https://, each optionally weighted as URL@WEIGHT.
+    #[arg(required = true, value_name = "URL")]
+    urls: Vec<String>,
+    /// Connections, spread over the threads.
+    #[arg(short = 'c', long, default_value_t = 50)]
+    connections: usize,
+    /// Measured duration (after warmup); default 10s unless -n is given.
+    #[arg(short = 'd', long, value_parser = parse_duration, conflicts_with = "requests")]
+    duration: Option<Duration>,
+    /// Exact number of measured requests instead of a duration.
+    #[arg(short = 'n', long)]
+    requests: Option<u64>,
+    /// Runtime threads (default: one per --cpus entry, else 1).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// CPUs to pin the threads to, e.g. 1,2 or 2-5 (threads take them in turn).
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
+    /// Load before the measured window, excluded from all figures.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    warmup: Duration,
+    /// Requests written back to back per connection before reading responses (closed loop).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Request method.
+    #[arg(short = 'm', long, default_value = "GET")]
+    method: String,
+    /// Extra request header 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Request body: a file path if such a file exists, else the literal string.
+    #[arg(long, value_name = "FILE|STRING")]
+    body: Option<String>,
+    /// Per-request timeout.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    timeout: Duration,
+    /// Skip TLS certificate verification (self-signed test upstreams).
+    #[arg(long)]
+    insecure: bool,
+    /// Open loop: this many requests per second over all connections, latency measured from the
+    /// intended send time.
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// Write every figure and the full percentile distribution as JSON to FILE ('-' = stdout).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write an HdrHistogram interval log (one histogram per second, nanoseconds) to FILE.
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one (printed as `listening on ADDR`).
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    bind: std::net::SocketAddr,
+    /// Response body size in bytes.
+    #[arg(long, default_value_t = 0)]
+    body_size: usize,
+    /// Delay before each batch of responses.
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    delay: Duration,
+    /// Runtime threads (default: one per --cpus entry, else 1).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// CPUs to pin the threads to.
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
+    /// Response status code.
+    #[arg(long, default_value_t = 200)]
+    status: u16,
+    /// Stall all responses once, after this many requests have arrived (with --stall).
+    #[arg(long, value_name = "N")]
+    stall_after: Option<u64>,
+    /// How long the one stall lasts.
+    #[arg(long, value_parser = parse_duration, default_value = "500ms")]
+    stall: Duration,
+    /// Answer every Nth request with a TCP reset (SO_LINGER 0, then close).
+    #[arg(long, value_name = "N")]
+    reset_every: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+struct CpuList(Vec<usize>);
+
+fn parse_cpus(s: &str) -> Result<CpuList, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |x: &str| {
+            x.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("bad CPU '{x}'"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if a > b {
+                    return Err(format!("bad CPU range '{part}'"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("empty CPU list".into());
+    }
+    Ok(CpuList(out))
+}
+
+/// `10s`, `500ms`, `250us`, `2m`, `1.5s`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let v: f64 = num.parse().map_err(|_| format!("bad duration '{s}'"))?;
+    let secs = match unit.trim() {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "ns" => v / 1e9,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => {
+            return Err(format!(
+                "bad duration unit in '{s}' (use ns, us, ms, s, m, h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("bad duration '{s}'"))
+}
+
+fn threads_for(threads: Option<usize>, cpus: &Option<CpuList>) -> usize {
+    threads
+        .or(cpus.as_ref().map(|c| c.0.len()))
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Some(Cmd::Serve(a)) => serve::serve(serve::ServeConfig {
+            bind: a.bind,
+            body_size: a.body_size,
+            delay: a.delay,
+            threads: threads_for(a.threads, &a.cpus),
+            cpus: a.cpus.map(|c| c.0),
+            status: a.status,
+            stall_after: a.stall_after,
+            stall: a.stall,
+            reset_every: a.reset_every,
+        }),
+        None => run(cli.run),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(a: RunArgs) -> Result<(), String> {
+    if a.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if let Some(r) = a.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err("--rate must be a positive number".into());
+        }
+    }
+    if a.pipeline == 0 {
+        return Err("--pipeline must be at least 1".into());
+    }
+    if a.rate.is_some() && a.pipeline > 1 {
+        eprintln!(
+            "note: --pipeline is ignored in open loop (one request in flight per connection)"
+        );
+    }
+    let threads = threads_for(a.threads, &a.cpus).min(a.connections);
+    let urls = a
+        .urls
+        .iter()
+        .map(|u| target::Url::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let headers = a
+        .headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| format!("bad header '{h}' (want 'Name: value')"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = match &a.body {
+        None => Vec::new(),
+        Some(b) if std::path::Path::new(b).is_file() => {
+            std::fs::read(b).map_err(|e| format!("reading body file {b}: {e}"))?
+        }
+        Some(b) => b.clone().into_bytes(),
+    };
+    let method = a.method.to_ascii_uppercase();
+    let origins = target::build_origins(
+        &urls,
+        &target::RequestSpec {
+            method: &method,
+            headers: &headers,
+            body: &body,
+        },
+    )?;
+    let tls = if origins.iter().any(|o| o.tls) {
+        // Validate SNI names now: the threads assume they parse.
+        for o in origins.iter().filter(|o| o.tls) {
+            client::server_name(&o.host)?;
+        }
+        Some(client::tls_config(a.insecure)?)
+    } else {
+        None
+    };
+    let duration = match (a.duration, a.requests) {
+        (d, None) => Some(d.unwrap_or(Duration::from_secs(10))),
+        (_, Some(_)) => None,
+    };
+    let cfg: &'static client::RunConfig = Box::leak(Box::new(client::RunConfig {
+        origins,
+        connections: a.connections,
+        threads,
+        cpus: a.cpus.map(|c| c.0),
+        pipeline: a.pipeline,
+        rate: a.rate,
+        duration,
+        requests: a.requests,
+        warmup: a.warmup,
+        timeout: a.timeout,
+        tls,
+    }));
+
+    let quiet = a.quiet;
+    let warmup = a.warmup;
+    let result = client::run(cfg, |iv| {
+        // The last interval is usually a sliver after the end; it would only print noise.
+        if !quiet && iv.length >= Duration::from_millis(200) {
+            eprintln!("{}", report::progress_line(iv, warmup));
+        }
+    });
+    let info = report::RunInfo {
+        urls: a.urls.clone(),
+        connections: a.connections,
+        threads,
+        target_rps: a.rate,
+    };
+    let doc = report::JsonReport::new(&info, &result);
+    let json_to_stdout = a.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    let mut out = std::io::stdout().lock();
+    if json_to_stdout {
+        // Keep stdout parseable; the warning still reaches a human on stderr.
+        if let Some(w) = doc.shortfall() {
+            eprintln!("{w}");
+        }
+    } else {
+        report::table(&doc, &mut out).map_err(|e| format!("writing report: {e}"))?;
+    }
+    let _ = out.flush();
+    drop(out);
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| format!("JSON: {e}"))?;
+        if json_to_stdout {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}").map_err(|e| format!("writing JSON: {e}"))?;
+        } else {
+            std::fs::write(path, text + "\n")
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+    }
+    if let Some(path) = &a.hdr_log {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| format!("creating {}: {e}", path.display()))?,
+        );
+        report::hdr_log(&result, &mut f)
+            .and_then(|()| f.flush())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_cpu_lists() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_cpus("1,3-5").map(|c| c.0), Ok(vec![1, 3, 4, 5]));
+        assert!(parse_cpus("5-3").is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! `loadgen serve`: a fixed-response HTTP/1.1 keep-alive origin, as cheap per request as we can
+//! make it (pre-encoded response, one write per batch of pipelined requests), with knobs that
+//! misbehave on purpose (stall once, reset every Nth request, fixed status) for tests.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::{TcpListener, TcpStream};
+
+use crate::http::{RequestFramer, MAX_HEAD};
+use crate::runtime;
+
+pub struct ServeConfig {
+    pub bind: SocketAddr,
+    pub body_size: usize,
+    pub delay: Duration,
+    pub threads: usize,
+    pub cpus: Option<Vec<usize>>,
+    pub status: u16,
+    /// After this many requests (over all threads), stall every response once for `stall`.
+    pub stall_after: Option<u64>,
+    pub stall: Duration,
+    /// Every Nth request (over all threads) is answered with a TCP reset instead of a response.
+    pub reset_every: Option<u64>,
+}
+
+/// Read-only after start, shared by all threads.
+struct Shared {
+    /// The response repeated, so a batch of pipelined requests is answered by one write.
+    batch: &'static [u8],
+    one_len: usize,
+    delay: Duration,
+    stall_after: Option<u64>,
+    stall: Duration,
+    reset_every: Option<u64>,
+    /// Only touched when a test knob needs a global request count.
+    seen: AtomicU64,
+    /// Nanoseconds after `epoch` until which responses are held; 0 for none.
+    stall_until: AtomicU64,
+    epoch: Instant,
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+/// Target size of the pre-encoded batch; 64 responses or 64 KiB, whichever is smaller.
+const BATCH_BYTES: usize = 64 * 1024;
+const BATCH_MAX: usize = 64;
+const READ_BUF: usize = 16 * 1024;
+
+pub fn serve(cfg: ServeConfig) -> Result<(), String> {
+    // A plain std bind has no SO_REUSEPORT, so a port already in use is an error here instead of
+    // a silent share with another process. Threads accept on clones of this one socket.
+    let listener =
+        std::net::TcpListener::bind(cfg.bind).map_err(|e| format!("binding {}: {e}", cfg.bind))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("listener: {e}"))?;
+
+    let mut one = format!(
+        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\n\r\n",
+        cfg.status,
+        reason(cfg.status),
+        cfg.body_size
+    )
+    .into_bytes();
+    one.resize(one.len() + cfg.body_size, b'x');
+    let copies = (BATCH_BYTES / one.len()).clamp(1, BATCH_MAX);
+    let batch: &'static [u8] = Vec::leak(one.repeat(copies));
+    let shared: &'static Shared = Box::leak(Box::new(Shared {
+        batch,
+        one_len: one.len(),
+        delay: cfg.delay,
+        stall_after: cfg.stall_after,
+        stall: cfg.stall,
+        reset_every: cfg.reset_every.filter(|&n| n > 0),
+        seen: AtomicU64::new(0),
+        stall_until: AtomicU64::new(0),
+        epoch: Instant::now(),
+    }));
+
+    let threads = cfg.threads.max(1);
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let l = listener.try_clone().map_err(|e| format!("listener: {e}"))?;
+        let cpu = cfg.cpus.as_ref().map(|c| c[t % c.len()]);
+        let h = std::thread::Builder::new()
+            .name(format!("serve-{t}"))
+            .spawn(move || {
+                let r = runtime::run_pinned(cpu, 1024, || accept_loop(l, shared));
+                if let Err(e) = r {
+                    eprintln!("error: serve thread {t}: {e}");
+                }
+            })
+            .map_err(|e| format!("spawning thread: {e}"))?;
+        handles.push(h);
+    }
+    drop(listener);
+    // Printed only once every thread could be spawned; tests and the harness wait on this line.
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "listening on {local}");
+    let _ = out.flush();
+    drop(out);
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+async fn accept_loop(l: std::net::TcpListener, sh: &'static Shared) {
+    let listener = match TcpListener::from_std(l) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: listener: {e}");
+            return;
+        }
+    };
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                // Each batch of responses is one write; Nagle would hold the next batch back.
+                let _ = s.set_nodelay(true);
+                monoio::spawn(connection(s, sh));
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning on the error.
+                eprintln!("accept: {e}");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Closes with SO_LINGER 0, so the peer sees a reset rather than an orderly close.
+fn reset(s: TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(s);
+}
+
+/// Applies the test knobs to a batch of `n` requests; returns how many to answer before a reset,
+/// if one is due in this batch.
+async fn knobs(sh: &Shared, n: u64) -> Option<u64> {
+    let mut reset_at = None;
+    if sh.stall_after.is_some() || sh.reset_every.is_some() {
+        let before = sh.seen.fetch_add(n, Ordering::Relaxed);
+        if let Some(after) = sh.stall_after {
+            if before < after && after <= before + n {
+                let until = sh.epoch.elapsed() + sh.stall;
+                sh.stall_until
+                    .store(until.as_nanos() as u64, Ordering::Relaxed);
+            }
+        }
+        if let Some(every) = sh.reset_every {
+            // The first multiple of `every` in (before, before + n], counted from 1.
+            let next = (before / every + 1) * every;
+            if next <= before + n {
+                reset_at = Some(next - before - 1);
+            }
+        }
+        let until = sh.stall_until.load(Ordering::Relaxed);
+        if until > 0 {
+            let until = sh.epoch + Duration::from_nanos(until);
+            if until > Instant::now() {
+                monoio::time::sleep_until(until.into()).await;
+            }
+        }
+    }
+    if !sh.delay.is_zero() {
+        monoio::time::sleep(sh.delay).await;
+    }
+    reset_at
+}
+
+async fn respond(s: &mut TcpStream, sh: &Shared, mut n: u64) -> io::Result<()> {
+    let per = (sh.batch.len() / sh.one_len) as u64;
+    while n > 0 {
+        let k = n.min(per);
+        let (res, _) = s
+            .write_all(sh.batch.slice(..(k as usize) * sh.one_len))
+            .await;
+        res?;
+        n -= k;
+    }
+    Ok(())
+}
+
+async fn connection(mut s: TcpStream, sh: &'static Shared) {
+    let mut rbuf = Vec::with_capacity(READ_BUF);
+    let mut pos = 0;
+    let mut framer = RequestFramer::default();
+    loop {
+        let len = rbuf.len();
+        let (res, slice) = s.read(rbuf.slice_mut(len..)).await;
+        rbuf = slice.into_inner();
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut n = 0u64;
+        let mut close = false;
+        let mut bad = false;
+        while !close {
+            match framer.advance(&rbuf[pos..]) {
+                Ok((c, r)) => {
+                    pos += c;
+                    match r {
+                        Some(cl) => {
+                            n += 1;
+                            close = cl;
+                        }
+                        None if c == 0 => break,
+                        None => {}
+                    }
+                }
+                Err(_) => {
+                    bad = true;
+                    break;
+                }
+            }
+        }
+        if pos == rbuf.len() {
+            rbuf.clear();
+            pos = 0;
+        } else if rbuf.len() == rbuf.capacity() {
+            rbuf.drain(..pos);
+            pos = 0;
+            if rbuf.len() == rbuf.capacity() {
+                if rbuf.len() >= MAX_HEAD {
+                    bad = true;
+                } else {
+                    rbuf.reserve(READ_BUF);
+                }
+            }
+        }
+        if n > 0 {
+            let reset_at = knobs(sh, n).await;
+            if let Some(m) = reset_at {
+                let _ = respond(&mut s, sh, m).await;
+                reset(s);
+                return;
+            }
+            if respond(&mut s, sh, n).await.is_err() {
+                return;
+            }
+        }
+        if bad {
+            let (_, _) = s
+                .write_all(
+                    &b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        [..],
+                )
+                .await;
+            return;
+        }
+        if close {
+            return;
+        }
+    }
+}

@@ -234,7 +234,8 @@ impl<D: Dial> Conn<D> {
             if self.ctx.end.is_some_and(|e| now >= e) {
                 break;
             }
-            let measured = now >= self.ctx.warmup_end;
+            // Without warmup everything counts, so -n is exact however the start lines up.
+            let measured = self.ctx.cfg.warmup.is_zero() || now >= self.ctx.warmup_end;
             let k = if measured {
                 self.ctx.budget.take(pipeline)
             } else {

@@ -339,6 +339,9 @@ async fn drive<D: Dial>(
         .and_then(Result::ok);
     dialed.set(dialed.get() + 1);
     let t0 = wait_for(start).await;
+    if t0 > Instant::now() {
+        monoio::time::sleep_until(t0.into()).await;
+    }
     let Some(ctx) = ctx_cell.borrow().clone() else {
         return;
     };

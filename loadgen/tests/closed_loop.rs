@@ -1,0 +1,98 @@
+//! Closed loop against real sockets: `-n` is exact as the origin counts it, with and without
+//! pipelining and threads, and the interval log holds every measured response.
+
+mod common;
+
+use common::{run_json, u, CountingOrigin, Serve};
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+#[test]
+fn exact_count_matches_what_the_origin_saw() {
+    for (conns, threads, pipeline, n) in [(8, 1, 1, 1000), (7, 2, 4, 1001), (3, 1, 16, 50)] {
+        let origin = CountingOrigin::start(OK);
+        let r = run_json(&[
+            "-c",
+            &conns.to_string(),
+            "--threads",
+            &threads.to_string(),
+            "--pipeline",
+            &pipeline.to_string(),
+            "-n",
+            &n.to_string(),
+            &origin.url(),
+        ]);
+        let case = format!("c={conns} threads={threads} pipeline={pipeline} n={n}");
+        assert_eq!(origin.seen(), n, "{case}: origin count");
+        assert_eq!(u(&r, &["requests"]), n, "{case}");
+        assert_eq!(u(&r, &["responses"]), n, "{case}");
+        assert_eq!(u(&r, &["bytes_read"]), n * OK.len() as u64, "{case}");
+        assert_eq!(r["mode"], "closed");
+        assert_eq!(
+            r["errors"].as_object().map(|e| e.values().all(|v| v == 0)),
+            Some(true)
+        );
+    }
+}
+
+#[test]
+fn exact_count_against_serve_with_weighted_urls_and_bodies() {
+    let s = Serve::start(&["--body-size", "100000"]);
+    let a = format!("http://{}/a@3", s.addr);
+    let b = format!("http://{}/b", s.addr);
+    let r = run_json(&[
+        "-c", "4", "-n", "400", "-m", "POST", "--body", "hello", &a, &b,
+    ]);
+    assert_eq!(u(&r, &["responses"]), 400);
+    assert_eq!(u(&r, &["bytes_read"]) % 400, 0);
+    assert!(u(&r, &["bytes_read"]) >= 400 * 100_000);
+    assert_eq!(r["url"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn interval_log_holds_every_measured_response() {
+    let s = Serve::start(&[]);
+    let log = common::scratch("intervals.hlog");
+    let r = run_json(&[
+        "-c",
+        "4",
+        "-d",
+        "2s",
+        "--hdr-log",
+        log.to_str().unwrap_or_default(),
+        &s.url(),
+    ]);
+    let text = std::fs::read(&log).expect("log written");
+    let _ = std::fs::remove_file(&log);
+    let mut total = 0;
+    let mut intervals = 0;
+    for item in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&text) {
+        if let Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(h)) = item {
+            let bytes = base64_decode(h.encoded_histogram());
+            let hist: hdrhistogram::Histogram<u64> =
+                hdrhistogram::serialization::Deserializer::new()
+                    .deserialize(&mut bytes.as_slice())
+                    .expect("decodable histogram");
+            total += hist.len();
+            intervals += 1;
+        }
+    }
+    assert!(intervals >= 2, "one histogram per second, got {intervals}");
+    assert_eq!(total, u(&r, &["responses"]));
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = A.iter().position(|&a| a == c).expect("base64 character") as u32;
+        acc = acc << 6 | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}

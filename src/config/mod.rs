@@ -61,7 +61,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let key = e.path().to_string();
         let inner = e.into_inner();
         // toml's message carries a source excerpt over several lines; the first line is the reason.
-        let msg = inner.message().to_string();
+        let msg = inner.message().trim().replace('\n', "; ");
         let line = inner
             .span()
             .map(|s| format!(" (line {})", text[..s.start].matches('\n').count() + 1))

@@ -83,6 +83,8 @@ pub struct RunRecord {
     pub rss_hwm_bytes: u64,
     pub upstream: UpstreamCounts,
     pub proxy_exit: ProxyExit,
+    /// The proxy's processes whose CPU and memory were counted.
+    pub proxy_pids: Vec<u32>,
     /// Upstream connections opened: the upstream servers' count, else the proxy's own.
     pub upstream_opened: Option<u64>,
     /// 1 - opened / upstream requests (warm-up included on both sides).
@@ -118,6 +120,7 @@ impl RunRecord {
             rss_hwm_bytes: 0,
             upstream: UpstreamCounts::default(),
             proxy_exit: ProxyExit::default(),
+            proxy_pids: Vec::new(),
             upstream_opened: None,
             reuse_ratio: None,
             core_busy: Vec::new(),
@@ -158,7 +161,8 @@ pub fn run_cell(ctx: &mut Ctx, cell: &Cell) -> CellResult {
             let mut attempt = 0;
             loop {
                 let r = run_once(ctx, cell, proxy, rep, attempt);
-                let redo = r.disturbed && attempt < ctx.plan.max_redo;
+                // The idle cell measures memory, which other processes' CPU does not skew.
+                let redo = r.disturbed && !cell.idle && attempt < ctx.plan.max_redo;
                 eprintln!("  {}", summary_line(cell, &r));
                 if redo {
                     eprintln!(
@@ -287,6 +291,7 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
 
     let all0 = procs::all_procs();
     let tree = procs::tree(running.pid(), &all0);
+    rec.proxy_pids = tree.clone();
     let cpu0 = procs::cpu_ticks(&tree);
     let cores0 = procs::core_ticks();
     let t0 = Instant::now();

@@ -1,0 +1,1045 @@
+//! Shared harness for the integration tests: starts the real `ringway` binary with a temporary
+//! config (killed on drop), runs test upstreams (a recording std-thread server of our own and an
+//! independent hyper 1.x server), and speaks raw HTTP/1.1 where a client crate would hide what
+//! happens on the wire.
+
+#![allow(dead_code)]
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous bound for anything that should happen "soon"; only ever a failure deadline.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringway")
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `within`.
+pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A port that was free a moment ago and has nothing listening on it now.
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "ringway-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `ringway` process; killed (by its PID) and reaped on drop.
+pub struct Ringway {
+    child: Option<Child>,
+    /// Listener name -> bound address, from the "listening on" lines.
+    pub addrs: HashMap<String, SocketAddr>,
+    stderr: Arc<Mutex<String>>,
+    stderr_done: Arc<(Mutex<bool>, Condvar)>,
+    _dir: Option<TempDir>,
+}
+
+/// Spawns `cmd` with piped output and waits until it printed `listeners` "listening on" lines.
+/// Err carries the exit status and stderr when it exited first.
+pub fn spawn_ringway(
+    mut cmd: Command,
+    listeners: usize,
+    dir: Option<TempDir>,
+) -> Result<Ringway, (ExitStatus, String)> {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn ringway");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let err_text = Arc::new(Mutex::new(String::new()));
+    let stderr_done = Arc::new((Mutex::new(false), Condvar::new()));
+    {
+        let err_text = err_text.clone();
+        let done = stderr_done.clone();
+        thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut line = String::new();
+            while let Ok(n) = r.read_line(&mut line) {
+                if n == 0 {
+                    break;
+                }
+                err_text.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+            *done.0.lock().unwrap() = true;
+            done.1.notify_all();
+        });
+    }
+    let (tx, rx) = mpsc::channel::<String>();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut rw = Ringway {
+        child: Some(child),
+        addrs: HashMap::new(),
+        stderr: err_text,
+        stderr_done,
+        _dir: dir,
+    };
+    let end = Instant::now() + DEADLINE;
+    while rw.addrs.len() < listeners {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(line) => {
+                if let Some((addr, name)) = parse_listening(&line) {
+                    rw.addrs.insert(name, addr);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // stdout closed: the process is exiting; fall through to try_wait below.
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if let Some(status) = rw.child.as_mut().unwrap().try_wait().unwrap() {
+            let text = rw.wait_stderr_eof();
+            return Err((status, text));
+        }
+        assert!(
+            Instant::now() < end,
+            "ringway did not report listening; stderr:\n{}",
+            rw.stderr()
+        );
+    }
+    Ok(rw)
+}
+
+fn parse_listening(line: &str) -> Option<(SocketAddr, String)> {
+    // "ringway: listening on 127.0.0.1:PORT (NAME), N worker(s)"
+    let rest = line.strip_prefix("ringway: listening on ")?;
+    let (addr, rest) = rest.split_once(' ')?;
+    let name = rest.strip_prefix('(')?.split_once(')')?.0;
+    Some((addr.parse().ok()?, name.to_string()))
+}
+
+impl Ringway {
+    /// Starts ringway with `config` written to a temporary file; expects one listener.
+    pub fn start(config: &str) -> Ringway {
+        Self::start_n(config, 1, &[])
+    }
+
+    /// Starts with `listeners` listeners and extra environment variables.
+    pub fn start_n(config: &str, listeners: usize, env: &[(&str, &str)]) -> Ringway {
+        match Self::try_start(config, listeners, env) {
+            Ok(r) => r,
+            Err((status, err)) => panic!("ringway exited at start ({status}):\n{err}"),
+        }
+    }
+
+    pub fn try_start(
+        config: &str,
+        listeners: usize,
+        env: &[(&str, &str)],
+    ) -> Result<Ringway, (ExitStatus, String)> {
+        let dir = TempDir::new();
+        let path = dir.write("ringway.toml", config);
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(&path);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        spawn_ringway(cmd, listeners, Some(dir))
+    }
+
+    /// The single listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        assert_eq!(self.addrs.len(), 1, "more than one listener: name it");
+        *self.addrs.values().next().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr(), path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) until stderr is closed, which happens when the process has exited.
+    fn wait_stderr_eof(&self) -> String {
+        let (lock, cv) = &*self.stderr_done;
+        let mut done = lock.lock().unwrap();
+        let end = Instant::now() + Duration::from_secs(5);
+        while !*done && Instant::now() < end {
+            done = cv.wait_timeout(done, Duration::from_millis(50)).unwrap().0;
+        }
+        self.stderr()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().unwrap().try_wait().unwrap()
+    }
+
+    /// Waits for the process to exit within `within`; returns its status and full stderr.
+    pub fn wait_exit(&mut self, within: Duration) -> (ExitStatus, String) {
+        let status = wait_for(within, "ringway to exit", || self.try_wait());
+        (status, self.wait_stderr_eof())
+    }
+
+    /// SIGTERM, then the exit status and stderr (per-worker statistics are printed there).
+    pub fn stop(&mut self) -> (ExitStatus, String) {
+        self.signal("TERM");
+        self.wait_exit(DEADLINE)
+    }
+
+    /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+    pub fn proc_status_kib(&self, field: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix(field).and_then(|v| v.strip_prefix(':')) {
+                return v.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+        panic!("{field} not in /proc/PID/status");
+    }
+}
+
+impl Drop for Ringway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Sums the per-worker statistics lines printed at exit: (requests, opened, reused).
+pub fn worker_stats(stderr: &str) -> (u64, u64, u64) {
+    let mut t = (0, 0, 0);
+    let mut seen = false;
+    for line in stderr.lines() {
+        if !line.starts_with("ringway: worker ") || !line.contains("requests=") {
+            continue;
+        }
+        seen = true;
+        let get = |key: &str| -> u64 {
+            let i = line.find(key).unwrap() + key.len();
+            line[i..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        t.0 += get("requests=");
+        t.1 += get("opened=");
+        t.2 += get("reused=");
+    }
+    assert!(seen, "no worker statistics in stderr:\n{stderr}");
+    t
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic data for large bodies.
+
+/// A reader producing `len` pseudo-random bytes from `seed`; the stream does not depend on the
+/// sizes of the reads.
+pub struct PatternReader {
+    left: u64,
+    state: u64,
+    block: [u8; 8],
+    used: usize,
+}
+
+impl PatternReader {
+    pub fn new(len: u64, seed: u64) -> Self {
+        Self {
+            left: len,
+            state: seed | 1,
+            block: [0; 8],
+            used: 8,
+        }
+    }
+}
+
+impl Read for PatternReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.left) as usize;
+        for b in &mut buf[..n] {
+            if self.used == 8 {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                self.block = self.state.to_le_bytes();
+                self.used = 0;
+            }
+            *b = self.block[self.used];
+            self.used += 1;
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+pub fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 and length of everything `r` yields.
+pub fn sha256_reader(mut r: impl Read) -> (String, u64) {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+    (hex(&h.finalize()), total)
+}
+
+pub fn pattern_sha256(len: u64, seed: u64) -> String {
+    sha256_reader(PatternReader::new(len, seed)).0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP/1.1 on a TcpStream.
+
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.header(name).is_some()
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Connects to `addr` with read/write timeouts so a misbehaving proxy fails the test, not hangs it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.set_write_timeout(Some(DEADLINE)).unwrap();
+    s
+}
+
+fn read_line_crlf(r: &mut impl BufRead) -> io::Result<String> {
+    let mut v = Vec::new();
+    r.read_until(b'\n', &mut v)?;
+    if v.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof"));
+    }
+    Ok(String::from_utf8_lossy(&v)
+        .trim_end_matches(['\r', '\n'])
+        .to_string())
+}
+
+/// Reads one head: first line plus headers. Skips nothing.
+pub fn read_head(r: &mut impl BufRead) -> io::Result<(String, Vec<(String, String)>)> {
+    let first = read_line_crlf(r)?;
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line_crlf(r)?;
+        if line.is_empty() {
+            break;
+        }
+        let (n, v) = line
+            .split_once(':')
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+        headers.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    Ok((first, headers))
+}
+
+fn find<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// Reads a chunked body (and its trailer section) into `out`.
+pub fn read_chunked(r: &mut impl BufRead, out: &mut impl Write) -> io::Result<u64> {
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let line = read_line_crlf(r)?;
+        let size = u64::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("chunk {line:?}")))?;
+        if size == 0 {
+            // Trailer fields until the empty line.
+            while !read_line_crlf(r)?.is_empty() {}
+            return Ok(total);
+        }
+        let mut left = size;
+        while left > 0 {
+            let n = (buf.len() as u64).min(left) as usize;
+            r.read_exact(&mut buf[..n])?;
+            out.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        total += size;
+        let crlf = read_line_crlf(r)?;
+        if !crlf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "chunk not CRLF-terminated",
+            ));
+        }
+    }
+}
+
+/// Reads one response (interim 1xx responses are returned too, as themselves).
+/// `head_request`: the request was HEAD, so no body follows whatever the headers say.
+pub fn read_response(r: &mut impl BufRead, head_request: bool) -> io::Result<RawResponse> {
+    let (first, headers) = read_head(r)?;
+    let status: u16 = first
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, first.clone()))?;
+    let mut body = Vec::new();
+    let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    if !no_body {
+        if find(&headers, "transfer-encoding").is_some() {
+            read_chunked(r, &mut body)?;
+        } else if let Some(n) = find(&headers, "content-length") {
+            let n: usize = n.parse().unwrap();
+            body.resize(n, 0);
+            r.read_exact(&mut body)?;
+        } else {
+            r.read_to_end(&mut body)?;
+        }
+    }
+    Ok(RawResponse {
+        status,
+        head: first,
+        headers,
+        body,
+    })
+}
+
+/// Sends `request` on a fresh connection and reads one response.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut s = connect(addr);
+    s.write_all(request).unwrap();
+    let mut r = BufReader::new(s);
+    read_response(&mut r, request.starts_with(b"HEAD ")).unwrap()
+}
+
+/// True once the peer has closed: the next read returns EOF (or a reset).
+pub fn closed_by_peer(r: &mut impl Read) -> bool {
+    let mut b = [0u8; 1];
+    match r.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients.
+
+/// A ureq agent with a bounded timeout; keeps connections alive between calls.
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(DEADLINE).build()
+}
+
+/// Status and body of a ureq call, treating HTTP error statuses as ordinary responses.
+pub fn ureq_result(r: Result<ureq::Response, ureq::Error>) -> (u16, ureq::Response) {
+    match r {
+        Ok(resp) => (resp.status(), resp),
+        Err(ureq::Error::Status(code, resp)) => (code, resp),
+        Err(e) => panic!("transport error: {e}"),
+    }
+}
+
+pub fn get(url: &str) -> (u16, String) {
+    let (code, resp) = ureq_result(agent().get(url).call());
+    (code, resp.into_string().unwrap())
+}
+
+/// Runs the `curl` binary; returns (http status, body, stderr). Always bounded by --max-time.
+pub fn curl(args: &[&str]) -> (u16, Vec<u8>, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl must be installed");
+    let mut stdout = out.stdout;
+    let pos = stdout.iter().rposition(|&b| b == b'\n').unwrap();
+    let code = String::from_utf8_lossy(&stdout[pos + 1..])
+        .parse()
+        .unwrap_or(0);
+    stdout.truncate(pos);
+    (
+        code,
+        stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The recording upstream: std threads, one per connection.
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub conn: usize,
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    /// The head's bytes exactly as received.
+    pub raw_head: String,
+    pub headers: Vec<(String, String)>,
+    /// The decoded body, kept only when under 1 MiB.
+    pub body: Vec<u8>,
+    pub body_len: u64,
+    pub body_sha256: String,
+    pub chunked: bool,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find(&self.headers, name)
+    }
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+pub enum ReplyBody {
+    Bytes(Vec<u8>),
+    /// `len` bytes of `PatternReader(len, seed)`, streamed.
+    Pattern {
+        len: u64,
+        seed: u64,
+    },
+}
+
+/// What the upstream does with a request.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: ReplyBody,
+    /// Chunked instead of Content-Length.
+    pub chunked: bool,
+    /// Omit Content-Length for a body-less status (204/304) or HEAD.
+    pub no_length: bool,
+    /// Wait this long before answering.
+    pub delay: Option<Duration>,
+    /// Wait until this gate is opened before answering.
+    pub gate: Option<Gate>,
+    /// Never answer (hold the connection open, read nothing more).
+    pub hang: bool,
+    /// Close the connection without answering.
+    pub close_without_reply: bool,
+    /// Close after this reply (and say so with Connection: close).
+    pub close_after: bool,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: ReplyBody::Bytes(body.into()),
+            chunked: false,
+            no_length: false,
+            delay: None,
+            gate: None,
+            hang: false,
+            close_without_reply: false,
+            close_after: false,
+        }
+    }
+    pub fn status(mut self, s: u16) -> Self {
+        self.status = s;
+        self
+    }
+    pub fn header(mut self, n: &str, v: &str) -> Self {
+        self.headers.push((n.into(), v.into()));
+        self
+    }
+    pub fn chunked(mut self) -> Self {
+        self.chunked = true;
+        self
+    }
+}
+
+/// A latch opened once by the test; upstream handlers wait on it.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    pub fn open(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+    pub fn wait(&self) {
+        let mut g = self.0 .0.lock().unwrap();
+        let end = Instant::now() + Duration::from_secs(60);
+        while !*g && Instant::now() < end {
+            g = self
+                .0
+                 .1
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+    }
+}
+
+type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
+/// A recording HTTP/1.1 upstream: keeps every request, counts accepted connections.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    /// Answers every request with 200 and the body `NAME METHOD PATH`.
+    pub fn start(name: &str) -> Upstream {
+        let name = name.to_string();
+        Self::with(move |r| {
+            Reply::ok(format!("{name} {} {}", r.method, r.path)).header("X-Upstream", &name)
+        })
+    }
+
+    pub fn with(handler: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handler: Handler = Arc::new(handler);
+        {
+            let accepted = accepted.clone();
+            let requests = requests.clone();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let id = accepted.fetch_add(1, Ordering::AcqRel);
+                    let requests = requests.clone();
+                    let handler = handler.clone();
+                    thread::spawn(move || {
+                        let _ = serve_conn(id, stream, &requests, &handler);
+                    });
+                }
+            });
+        }
+        Upstream {
+            addr,
+            accepted,
+            requests,
+            stop,
+        }
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Acquire)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// Waits until at least `n` requests have been received.
+    pub fn wait_requests(&self, n: usize) -> Vec<Recorded> {
+        wait_for(DEADLINE, "upstream requests", || {
+            let r = self.requests();
+            (r.len() >= n).then_some(r)
+        })
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests().pop().expect("upstream received no request")
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+fn serve_conn(
+    conn: usize,
+    stream: TcpStream,
+    requests: &Mutex<Vec<Recorded>>,
+    handler: &Handler,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
+    loop {
+        // Record the raw head.
+        let mut raw = Vec::new();
+        loop {
+            let n = r.read_until(b'\n', &mut raw)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if raw.ends_with(b"\r\n\r\n") || raw == b"\r\n" || raw.ends_with(b"\n\n") {
+                break;
+            }
+        }
+        let raw_head = String::from_utf8_lossy(&raw).into_owned();
+        let mut lines = raw_head.split("\r\n");
+        let first = lines.next().unwrap_or_default().to_string();
+        let mut parts = first.split(' ');
+        let method = parts.next().unwrap_or_default().to_string();
+        let path = parts.next().unwrap_or_default().to_string();
+        let version = parts.next().unwrap_or_default().to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let chunked = find(&headers, "transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let mut hasher = Sha256::new();
+        let mut body = Vec::new();
+        let mut body_len = 0u64;
+        {
+            let mut sink = HashSink {
+                hasher: &mut hasher,
+                keep: &mut body,
+                len: &mut body_len,
+            };
+            if chunked {
+                read_chunked(&mut r, &mut sink)?;
+            } else if let Some(n) = find(&headers, "content-length") {
+                let n: u64 = n.parse().unwrap_or(0);
+                io::copy(&mut (&mut r).take(n), &mut sink)?;
+            }
+        }
+        let rec = Recorded {
+            conn,
+            method,
+            path,
+            version,
+            raw_head,
+            headers,
+            body,
+            body_len,
+            body_sha256: hex(&hasher.finalize()),
+            chunked,
+        };
+        let reply = handler(&rec);
+        let head_req = rec.method == "HEAD";
+        let client_close = rec
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        requests.lock().unwrap().push(rec);
+
+        if let Some(g) = &reply.gate {
+            g.wait();
+        }
+        if let Some(d) = reply.delay {
+            thread::sleep(d);
+        }
+        if reply.hang {
+            // Hold the connection until the peer goes away.
+            let mut sink = [0u8; 4096];
+            while r.read(&mut sink)? > 0 {}
+            return Ok(());
+        }
+        if reply.close_without_reply {
+            let _ = w.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
+        for (n, v) in &reply.headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        let len = match &reply.body {
+            ReplyBody::Bytes(b) => b.len() as u64,
+            ReplyBody::Pattern { len, .. } => *len,
+        };
+        if reply.chunked {
+            head.push_str("Transfer-Encoding: chunked\r\n");
+        } else if !reply.no_length {
+            head.push_str(&format!("Content-Length: {len}\r\n"));
+        }
+        if reply.close_after {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\n");
+        w.write_all(head.as_bytes())?;
+        let bodyless = head_req || reply.status == 204 || reply.status == 304;
+        if !bodyless {
+            let mut src: Box<dyn Read> = match reply.body {
+                ReplyBody::Bytes(b) => Box::new(io::Cursor::new(b)),
+                ReplyBody::Pattern { len, seed } => Box::new(PatternReader::new(len, seed)),
+            };
+            if reply.chunked {
+                let mut buf = vec![0u8; 60_000];
+                loop {
+                    let n = src.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    w.write_all(format!("{n:x}\r\n").as_bytes())?;
+                    w.write_all(&buf[..n])?;
+                    w.write_all(b"\r\n")?;
+                }
+                w.write_all(b"0\r\n\r\n")?;
+            } else {
+                io::copy(&mut src, &mut w)?;
+            }
+        }
+        w.flush()?;
+        if reply.close_after || client_close {
+            let _ = w.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
+}
+
+struct HashSink<'a> {
+    hasher: &'a mut Sha256,
+    keep: &'a mut Vec<u8>,
+    len: &'a mut u64,
+}
+
+impl Write for HashSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hasher.update(buf);
+        *self.len += buf.len() as u64;
+        if self.keep.len() + buf.len() <= 1 << 20 {
+            self.keep.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// An independent upstream: hyper 1.x on a tokio runtime in a background thread.
+
+/// A hyper server that answers every request with a text body:
+/// `method PATH\n`, then `name: value\n` per request header, then `body-sha256: HEX\n` and
+/// `body-len: N\n`. `GET /big/N` answers with N pattern bytes (seed 7) instead.
+pub struct HyperUpstream {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+}
+
+impl HyperUpstream {
+    pub fn start() -> HyperUpstream {
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::{Bytes, Incoming};
+        use hyper::server::conn::http1;
+        use hyper::service::service_fn;
+        use hyper::{Request, Response};
+        use hyper_util::rt::TokioIo;
+
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    counter.fetch_add(1, Ordering::AcqRel);
+                    tokio::spawn(async move {
+                        let svc = service_fn(|req: Request<Incoming>| async move {
+                            let mut text = format!(
+                                "{} {}\n",
+                                req.method(),
+                                req.uri().path_and_query().unwrap()
+                            );
+                            for (n, v) in req.headers() {
+                                text.push_str(&format!(
+                                    "{}: {}\n",
+                                    n.as_str(),
+                                    String::from_utf8_lossy(v.as_bytes())
+                                ));
+                            }
+                            let path = req.uri().path().to_string();
+                            let body = req.into_body().collect().await?.to_bytes();
+                            let resp = if let Some(n) = path.strip_prefix("/big/") {
+                                let n: u64 = n.parse().unwrap_or(0);
+                                let mut v = Vec::with_capacity(n as usize);
+                                PatternReader::new(n, 7).read_to_end(&mut v).unwrap();
+                                Response::new(Full::new(Bytes::from(v)))
+                            } else {
+                                text.push_str(&format!(
+                                    "body-sha256: {}\nbody-len: {}\n",
+                                    sha256_hex(&body),
+                                    body.len()
+                                ));
+                                Response::builder()
+                                    .header("x-upstream", "hyper")
+                                    .body(Full::new(Bytes::from(text)))
+                                    .unwrap()
+                            };
+                            Ok::<_, hyper::Error>(resp)
+                        });
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        HyperUpstream { addr, accepted }
+    }
+}
+
+/// Parses the hyper upstream's echo body into (first line, headers).
+pub fn parse_echo(text: &str) -> (String, Vec<(String, String)>) {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    (first, headers)
+}
+
+pub fn echo_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    find(headers, name)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config text.
+
+/// A config with one listener named "main", one worker, a route for everything to upstream
+/// "app" with `servers`; `extra` is appended (more sections).
+pub fn simple_config(servers: &[SocketAddr], upstream_extra: &str, extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"[runtime]
+workers = 1
+drain_timeout = "30s"
+
+[[listener]]
+name = "main"
+bind = "127.0.0.1:0"
+
+[upstream.app]
+servers = [{}]
+{upstream_extra}
+
+{extra}
+
+[[route]]
+name = "all"
+upstream = "app"
+"#,
+        list.join(", ")
+    )
+}
+
+/// Whether a `config/` example file exists next to Cargo.toml.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

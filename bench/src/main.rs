@@ -286,7 +286,7 @@ fn sweep(ctx: &mut Ctx, results: &mut Vec<CellResult>, notes: &mut Vec<String>) 
             break;
         }
     }
-    if !stopped && !rates.is_empty() {
+    if !stopped && !rates.is_empty() && !ctx.plan.quick {
         notes.push(format!(
             "rate sweep reached its highest rate ({} req/s) with every proxy keeping up; raise --sweep-max",
             rates[rates.len() - 1]
@@ -302,8 +302,8 @@ fn collect_notes(results: &[CellResult], ctx: &Ctx, notes: &mut Vec<String>) {
         .collect();
     if !load_runs.is_empty() && load_runs.iter().all(|r| r.upstream.connections.is_none()) {
         notes.push(match ctx.upstream {
-            cli::UpstreamKind::Loadgen => "`loadgen serve` printed no `serve: connections=N requests=M` line on exit, so upstream connections opened are not known from the upstream side; Ringway's own count is shown where it printed one, n/a elsewhere".into(),
-            cli::UpstreamKind::Nginx => "the nginx upstream cannot count connections: upstream connections opened are Ringway's own count where it printed one, n/a elsewhere".into(),
+            cli::UpstreamKind::Loadgen => "`loadgen serve` printed no `serve: connections=N requests=M` line on exit, so upstream connections opened are counted from the kernel's TCP table at the end of each run (connections to that run's upstream ports, TIME_WAIT included) and the reuse ratio against the requests the load generator completed (warm-up included)".into(),
+            cli::UpstreamKind::Nginx => "the nginx upstream cannot count connections: upstream connections opened are counted from the kernel's TCP table at the end of each run".into(),
         });
     }
     let disturbed: usize = results

@@ -328,3 +328,63 @@ mod tests {
         assert!(rss(&[me]).0 > 0);
     }
 }
+
+/// Distinct TCP connections whose server side is one of `ports`, in any state but
+/// LISTEN, from `/proc/net/tcp` and `tcp6`. Each run's upstreams listen on fresh
+/// ports and a closed connection stays in TIME_WAIT for 60 s, longer than a run, so
+/// read at the end of a run this counts every upstream connection the proxy opened
+/// in it, for every proxy alike.
+pub fn tcp_conns_to(ports: &[u16]) -> usize {
+    let mut clients = std::collections::HashSet::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(s) = fs::read_to_string(f) else {
+            continue;
+        };
+        collect_clients(&s, ports, &mut clients);
+    }
+    clients.len()
+}
+
+fn collect_clients(s: &str, ports: &[u16], out: &mut std::collections::HashSet<String>) {
+    for line in s.lines().skip(1) {
+        let mut it = line.split_whitespace();
+        let (Some(_), Some(local), Some(remote), Some(state)) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        if state == "0A" {
+            continue; // LISTEN
+        }
+        let port = |a: &str| {
+            a.rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+        };
+        // Key by the client endpoint so both ends of one connection count once.
+        if port(remote).is_some_and(|p| ports.contains(&p)) {
+            out.insert(format!("{local}>{remote}"));
+        } else if port(local).is_some_and(|p| ports.contains(&p)) {
+            out.insert(format!("{remote}>{local}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tcp_tests {
+    use super::*;
+
+    #[test]
+    fn counts_each_connection_once() {
+        // 0x2329 = 9001. Listener, one established pair (both ends), one TIME_WAIT.
+        let s = "  sl  local_address rem_address   st\n\
+                 0: 0100007F:2329 00000000:0000 0A\n\
+                 1: 0100007F:2329 0100007F:C000 01\n\
+                 2: 0100007F:C000 0100007F:2329 01\n\
+                 3: 0100007F:C001 0100007F:2329 06\n\
+                 4: 0100007F:1F90 0100007F:C002 01\n";
+        let mut set = std::collections::HashSet::new();
+        collect_clients(s, &[9001], &mut set);
+        assert_eq!(set.len(), 2);
+    }
+}

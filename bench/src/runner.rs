@@ -82,6 +82,9 @@ pub struct RunRecord {
     pub rss_bytes: u64,
     pub rss_hwm_bytes: u64,
     pub upstream: UpstreamCounts,
+    /// Upstream connections seen in the kernel's TCP table at the end of the run.
+    pub upstream_conns_kernel: Option<u64>,
+    pub warmup_responses: u64,
     pub proxy_exit: ProxyExit,
     /// The proxy's processes whose CPU and memory were counted.
     pub proxy_pids: Vec<u32>,
@@ -119,6 +122,8 @@ impl RunRecord {
             rss_bytes: 0,
             rss_hwm_bytes: 0,
             upstream: UpstreamCounts::default(),
+            upstream_conns_kernel: None,
+            warmup_responses: 0,
             proxy_exit: ProxyExit::default(),
             proxy_pids: Vec::new(),
             upstream_opened: None,
@@ -284,8 +289,9 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
             cpus: &ctx.load_cpus,
             json_path: &json,
         };
-        if let Err(e) = driver::run(&w) {
-            rec.error = Some(format!("warm-up: {e}"));
+        match driver::run(&w) {
+            Ok(l) => rec.warmup_responses = l.responses,
+            Err(e) => rec.error = Some(format!("warm-up: {e}")),
         }
     }
 
@@ -402,19 +408,27 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
     rec.kthreads_cpu_s = o.kthreads_s;
     rec.disturbed = rec.wall_s > 0.0 && o.user_procs_s / rec.wall_s > ctx.disturb_cores;
 
+    let up_ports: Vec<u16> = addrs.iter().map(|a| a.port()).collect();
+    rec.upstream_conns_kernel = Some(procs::tcp_conns_to(&up_ports) as u64);
     rec.proxy_exit = running.stop();
     rec.upstream = ups.stop();
-    rec.upstream_opened = rec.upstream.connections.or(rec.proxy_exit.upstream_opened);
-    rec.reuse_ratio = match (rec.upstream.connections, rec.upstream.requests) {
-        (Some(c), Some(r)) if r > 0 => Some(1.0 - c as f64 / r as f64),
-        _ => match (
-            rec.proxy_exit.upstream_opened,
-            rec.proxy_exit.upstream_reused,
-        ) {
-            (Some(o), Some(u)) if o + u > 0 => Some(u as f64 / (o + u) as f64),
-            _ => None,
-        },
-    };
+    // Preference: the upstream servers' own count, then the kernel's TCP table,
+    // then the proxy's own report.
+    rec.upstream_opened = rec
+        .upstream
+        .connections
+        .or(rec.upstream_conns_kernel)
+        .or(rec.proxy_exit.upstream_opened);
+    // Requests the upstreams served: the readiness probe, the warm-up and the run.
+    let served = rec.upstream.requests.unwrap_or_else(|| {
+        1 + rec.warmup_responses
+            + rec.load.as_ref().map(|l| l.responses).unwrap_or(0)
+            + rec.idle.as_ref().map(|i| i.opened as u64).unwrap_or(0)
+    });
+    rec.reuse_ratio = rec
+        .upstream_opened
+        .filter(|_| served > 0)
+        .map(|o| 1.0 - o as f64 / served as f64);
     if rec.error.is_none() && rec.load.is_none() && rec.idle.is_none() {
         rec.error = Some("no result".into());
     }

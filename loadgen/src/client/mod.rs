@@ -273,11 +273,14 @@ async fn thread_main(
     start.set(Some(t0));
 
     let finished = Rc::new(Cell::new(false));
+    // The interval being filled; the final flush closes this one, whatever the clock says.
+    let current = Rc::new(Cell::new(0u64));
     let reporter = {
-        let (ctx, tx, finished) = (ctx.clone(), tx.clone(), finished.clone());
+        let (ctx, tx, finished, current) =
+            (ctx.clone(), tx.clone(), finished.clone(), current.clone());
         async move {
-            let mut index = 0u64;
             loop {
+                let index = current.get();
                 let at = t0 + REPORT_EVERY * (index as u32 + 1);
                 monoio::time::sleep_until(at.into()).await;
                 if finished.get() {
@@ -292,7 +295,7 @@ async fn thread_main(
                     counts,
                 };
                 let _ = tx.send(Msg::Interval(iv));
-                index += 1;
+                current.set(index + 1);
             }
         }
     };
@@ -303,7 +306,7 @@ async fn thread_main(
     finished.set(true);
     let now = Instant::now();
     let since = now.saturating_duration_since(t0);
-    let index = (since.as_nanos() / REPORT_EVERY.as_nanos()) as u64;
+    let index = current.get();
     let (hist, counts) = ctx.stats.borrow_mut().take_interval();
     let start_off = REPORT_EVERY * index as u32;
     let _ = tx.send(Msg::Interval(Interval {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod http;
+pub mod l4;
 pub mod proxy;
 pub mod route;
 pub mod server;

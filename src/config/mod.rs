@@ -147,6 +147,12 @@ impl Validator<'_> {
         if raw.listeners.is_empty() {
             return Err(self.err("listener", "at least one [[listener]] is required"));
         }
+        let mut upstreams = Vec::new();
+        let mut index = BTreeMap::new();
+        for (name, u) in &raw.upstreams {
+            index.insert(name.clone(), upstreams.len());
+            upstreams.push(self.upstream(name, u)?);
+        }
         let mut listeners = Vec::new();
         for (i, l) in raw.listeners.iter().enumerate() {
             let bind = self.addr(&format!("listener[{i}].bind"), &l.bind)?;
@@ -160,15 +166,36 @@ impl Validator<'_> {
                     format!("{bind} is already used by listener {:?}", prev.name),
                 ));
             }
-            listeners.push(Listener { name, bind });
+            let protocol = match (l.protocol.as_deref(), &l.upstream) {
+                (None | Some("http"), None) => Protocol::Http,
+                (None | Some("http"), Some(_)) => {
+                    return Err(self.err(
+                        format!("listener[{i}].upstream"),
+                        "only a protocol = \"tcp\" listener names an upstream; HTTP listeners use [[route]]",
+                    ))
+                }
+                (Some("tcp"), Some(u)) => match index.get(u) {
+                    Some(idx) => Protocol::Tcp(*idx),
+                    None => return Err(self.err(format!("listener[{i}].upstream"), format!("unknown upstream {u:?}"))),
+                },
+                (Some("tcp"), None) => {
+                    return Err(self.err(format!("listener[{i}].upstream"), "a tcp listener needs `upstream = \"NAME\"`"))
+                }
+                (Some(other), _) => {
+                    return Err(self.err(
+                        format!("listener[{i}].protocol"),
+                        format!("unknown protocol {other:?} (known: http, tcp)"),
+                    ))
+                }
+            };
+            listeners.push(Listener {
+                name,
+                bind,
+                protocol,
+            });
         }
-        let mut upstreams = Vec::new();
-        let mut index = BTreeMap::new();
-        for (name, u) in &raw.upstreams {
-            index.insert(name.clone(), upstreams.len());
-            upstreams.push(self.upstream(name, u)?);
-        }
-        if raw.routes.is_empty() {
+        let has_http = listeners.iter().any(|l| l.protocol == Protocol::Http);
+        if raw.routes.is_empty() && has_http {
             return Err(self.err("route", "at least one [[route]] is required"));
         }
         let mut routes = Vec::new();
@@ -341,23 +368,139 @@ impl Validator<'_> {
         let mut servers = Vec::new();
         for (i, s) in u.servers.iter().enumerate() {
             let skey = format!("{key}.servers[{i}]");
-            let (addr, weight) = match s {
-                RawServer::Addr(a) => (a.as_str(), None),
-                RawServer::Detailed(d) => (d.addr.as_str(), d.weight),
+            let (addr, weight, drain) = match s {
+                RawServer::Addr(a) => (a.as_str(), None, false),
+                RawServer::Detailed(d) => (d.addr.as_str(), d.weight, d.drain.unwrap_or(false)),
             };
             let addr = self.addr(&skey, addr)?;
             let weight = self.count(&format!("{skey}.weight"), weight, 1, 1, 10_000)? as u32;
-            servers.push(Server { addr, weight });
+            servers.push(Server {
+                addr,
+                weight,
+                drain,
+            });
         }
-        let balance = match u.balance.as_deref() {
-            None | Some("round_robin") => Balance::RoundRobin,
+        let weighted = servers.iter().any(|s| s.weight != 1);
+        let balance =
+            match u.balance.as_deref() {
+                None if weighted => Balance::WeightedRoundRobin,
+                None | Some("round_robin") if weighted => return Err(self.err(
+                    format!("{key}.balance"),
+                    "round_robin ignores weights; use weighted_round_robin (or drop the weights)",
+                )),
+                None | Some("round_robin") => Balance::RoundRobin,
+                Some("weighted_round_robin") => Balance::WeightedRoundRobin,
+                Some("least_conn") => Balance::LeastConn,
+                Some("random") => Balance::Random,
+                Some("p2c") => Balance::P2c,
+                Some("p2c_ewma") => Balance::P2cEwma,
+                Some("ring_hash") => Balance::RingHash,
+                Some(other) => {
+                    return Err(self.err(
+                        format!("{key}.balance"),
+                        format!("unknown algorithm {other:?} (known: {})", Balance::NAMES),
+                    ))
+                }
+            };
+        let hash_key = match u.hash_key.as_deref() {
+            None if balance == Balance::RingHash => Some(HashKey::ClientIp),
+            None => None,
+            Some(_) if balance != Balance::RingHash => {
+                return Err(self.err(
+                    format!("{key}.hash_key"),
+                    "only used with balance = \"ring_hash\"",
+                ))
+            }
+            Some("client_ip") => Some(HashKey::ClientIp),
+            Some("path") => Some(HashKey::Path),
+            Some(k) => match k.split_once(':') {
+                Some(("header", h)) if httparse_token(h) => {
+                    Some(HashKey::Header(h.to_ascii_lowercase()))
+                }
+                Some(("cookie", c)) if httparse_token(c) => Some(HashKey::Cookie(c.to_string())),
+                _ => {
+                    return Err(self.err(
+                        format!("{key}.hash_key"),
+                        format!("{k:?} is not one of client_ip, path, header:NAME, cookie:NAME"),
+                    ))
+                }
+            },
+        };
+        let health_check = match &u.health_check {
+            None => None,
+            Some(h) => Some(self.health_check(&format!("{key}.health_check"), h)?),
+        };
+        let outlier = match &u.outlier {
+            None => None,
+            Some(o) => {
+                let okey = format!("{key}.outlier");
+                let base = self.duration(
+                    &format!("{okey}.base_ejection"),
+                    o.base_ejection.as_ref(),
+                    Duration::from_secs(10),
+                )?;
+                let max = self.duration(
+                    &format!("{okey}.max_ejection"),
+                    o.max_ejection.as_ref(),
+                    Duration::from_secs(300),
+                )?;
+                if max < base {
+                    return Err(self.err(
+                        format!("{okey}.max_ejection"),
+                        "is shorter than base_ejection",
+                    ));
+                }
+                Some(Outlier {
+                    consecutive_failures: self.count(
+                        &format!("{okey}.consecutive_failures"),
+                        o.consecutive_failures,
+                        3,
+                        1,
+                        1000,
+                    )? as u32,
+                    consecutive_5xx: self.count(
+                        &format!("{okey}.consecutive_5xx"),
+                        o.consecutive_5xx,
+                        0,
+                        0,
+                        1000,
+                    )? as u32,
+                    base_ejection: base,
+                    max_ejection: max,
+                    max_ejected_percent: self.count(
+                        &format!("{okey}.max_ejected_percent"),
+                        o.max_ejected_percent,
+                        50,
+                        0,
+                        100,
+                    )? as u32,
+                })
+            }
+        };
+        let on_all_down = match u.on_all_down.as_deref() {
+            None | Some("reject") => AllDown::Reject,
+            Some("fail_open") => AllDown::FailOpen,
             Some(other) => {
                 return Err(self.err(
-                    format!("{key}.balance"),
-                    format!("unknown algorithm {other:?} (known: round_robin)"),
+                    format!("{key}.on_all_down"),
+                    format!("{other:?} is not \"reject\" or \"fail_open\""),
                 ))
             }
         };
+        let opt_count = |k: &str, v: Option<i64>| -> Result<Option<u32>, ConfigError> {
+            v.map(|n| {
+                self.count(&format!("{key}.{k}"), Some(n), 0, 1, 10_000_000)
+                    .map(|n| n as u32)
+            })
+            .transpose()
+        };
+        let max_connections = opt_count("max_connections", u.max_connections)?;
+        let max_pending = opt_count("max_pending", u.max_pending)?;
+        let slow_start = u
+            .slow_start
+            .as_ref()
+            .map(|s| parse_duration(s).map_err(|r| self.err(format!("{key}.slow_start"), r)))
+            .transpose()?;
         Ok(Upstream {
             name: name.to_string(),
             servers,
@@ -384,7 +527,153 @@ impl Validator<'_> {
             )?,
             max_idle: self.count(&format!("{key}.max_idle"), u.max_idle, 256, 0, 1_000_000)?
                 as usize,
+            hash_key,
+            health_check,
+            outlier,
+            on_all_down,
+            max_connections,
+            max_pending,
+            slow_start,
         })
+    }
+
+    fn health_check(&self, key: &str, h: &RawHealthCheck) -> Result<HealthCheck, ConfigError> {
+        let kind = match h.kind.as_deref() {
+            None | Some("http") => {
+                let path = h.path.clone().unwrap_or_else(|| "/".to_string());
+                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    return Err(self.err(
+                        format!("{key}.path"),
+                        format!("{path:?} is not a request path"),
+                    ));
+                }
+                let status = match h.expect_status.as_deref() {
+                    None => (200, 399),
+                    Some([a]) => (*a, *a),
+                    Some([a, b]) => (*a, *b),
+                    Some(_) => {
+                        return Err(self.err(
+                            format!("{key}.expect_status"),
+                            "give [STATUS] or [LOW, HIGH]",
+                        ))
+                    }
+                };
+                if !(100..=599).contains(&status.0)
+                    || !(100..=599).contains(&status.1)
+                    || status.0 > status.1
+                {
+                    return Err(self.err(
+                        format!("{key}.expect_status"),
+                        "must be a range within 100..=599",
+                    ));
+                }
+                if let Some(host) = &h.host {
+                    if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                        return Err(self.err(format!("{key}.host"), "is not a host name"));
+                    }
+                }
+                HealthKind::Http {
+                    path,
+                    host: h.host.clone(),
+                    status: (status.0 as u16, status.1 as u16),
+                }
+            }
+            Some("tcp") => {
+                if h.path.is_some() || h.expect_status.is_some() || h.host.is_some() {
+                    return Err(
+                        self.err(key, "path, host and expect_status are for type = \"http\"")
+                    );
+                }
+                HealthKind::Tcp
+            }
+            Some(other) => {
+                return Err(self.err(
+                    format!("{key}.type"),
+                    format!("unknown type {other:?} (known: http, tcp)"),
+                ))
+            }
+        };
+        let interval = self.duration(
+            &format!("{key}.interval"),
+            h.interval.as_ref(),
+            Duration::from_secs(5),
+        )?;
+        let timeout = self.duration(
+            &format!("{key}.timeout"),
+            h.timeout.as_ref(),
+            Duration::from_secs(2),
+        )?;
+        if interval < Duration::from_millis(10) {
+            return Err(self.err(format!("{key}.interval"), "must be at least 10ms"));
+        }
+        Ok(HealthCheck {
+            kind,
+            interval,
+            timeout,
+            healthy_threshold: self.count(
+                &format!("{key}.healthy_threshold"),
+                h.healthy_threshold,
+                2,
+                1,
+                100,
+            )? as u32,
+            unhealthy_threshold: self.count(
+                &format!("{key}.unhealthy_threshold"),
+                h.unhealthy_threshold,
+                3,
+                1,
+                100,
+            )? as u32,
+        })
+    }
+
+    fn retry(&self, key: &str, r: Option<&RawRetry>) -> Result<RetryPolicy, ConfigError> {
+        let mut p = RetryPolicy {
+            attempts: 2,
+            on_connect: true,
+            on_reset: true,
+            on_timeout: false,
+            on_statuses: Vec::new(),
+            budget_percent: 20,
+            budget_min_per_second: 10,
+        };
+        let Some(r) = r else { return Ok(p) };
+        p.attempts = self.count(&format!("{key}.attempts"), r.attempts, 2, 1, 10)? as u32;
+        p.budget_percent = self.count(
+            &format!("{key}.budget_percent"),
+            r.budget_percent,
+            20,
+            0,
+            100,
+        )? as u32;
+        p.budget_min_per_second = self.count(
+            &format!("{key}.budget_min_per_second"),
+            r.budget_min_per_second,
+            10,
+            0,
+            1_000_000,
+        )? as u32;
+        if let Some(on) = &r.on {
+            p.on_connect = false;
+            p.on_reset = false;
+            for (j, cond) in on.iter().enumerate() {
+                match cond.as_str() {
+                    "connect" => p.on_connect = true,
+                    "reset" => p.on_reset = true,
+                    "timeout" => p.on_timeout = true,
+                    s => match s.parse::<u16>() {
+                        Ok(code) if (500..=599).contains(&code) => p.on_statuses.push(code),
+                        _ => {
+                            return Err(self.err(
+                                format!("{key}.on[{j}]"),
+                                format!("{s:?} is not connect, reset, timeout or a 5xx status"),
+                            ))
+                        }
+                    },
+                }
+            }
+        }
+        Ok(p)
     }
 
     fn route(
@@ -509,11 +798,19 @@ impl Validator<'_> {
                 "needs match.path_prefix to know what to strip",
             ));
         }
+        let retry = self.retry(&format!("{key}.retry"), r.retry.as_ref())?;
+        let timeout = r
+            .timeout
+            .as_ref()
+            .map(|t| parse_duration(t).map_err(|e| self.err(format!("{key}.timeout"), e)))
+            .transpose()?;
         Ok(Route {
             name: r.name.clone().unwrap_or_else(|| key.clone()),
             matcher,
             action,
             strip_prefix,
+            retry,
+            timeout,
         })
     }
 }

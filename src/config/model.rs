@@ -61,17 +61,92 @@ pub struct Proxy {
 pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    /// Relay TCP streams to this upstream (index into `Config::upstreams`).
+    Tcp(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
     RoundRobin,
+    /// nginx's smooth weighted round-robin.
+    WeightedRoundRobin,
+    /// Fewest in-flight requests (this worker's count), ties by round-robin.
+    LeastConn,
+    Random,
+    /// Power of two choices on in-flight requests.
+    P2c,
+    /// Power of two choices on peak-EWMA response latency times in-flight.
+    P2cEwma,
+    /// Consistent hashing on `hash_key` (ketama-style ring).
+    RingHash,
+}
+
+impl Balance {
+    pub const NAMES: &'static str =
+        "round_robin, weighted_round_robin, least_conn, random, p2c, p2c_ewma, ring_hash";
+}
+
+/// What a consistent-hash balancer hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    /// Lower-case header name.
+    Header(String),
+    Cookie(String),
+    Path,
 }
 
 #[derive(Debug, Clone)]
 pub struct Server {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Takes no new requests; in-flight ones finish (set it and reload to drain a server).
+    pub drain: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    Tcp,
+    Http {
+        path: String,
+        host: Option<String>,
+        status: (u16, u16),
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive health: eject a server after consecutive failures seen on live traffic.
+#[derive(Debug, Clone)]
+pub struct Outlier {
+    /// Consecutive connect failures / resets / timeouts that eject.
+    pub consecutive_failures: u32,
+    /// Consecutive 5xx responses that eject (0: 5xx never ejects).
+    pub consecutive_5xx: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejected_percent: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllDown {
+    /// Answer 503 at once.
+    Reject,
+    /// Ignore health and try the servers anyway.
+    FailOpen,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +162,32 @@ pub struct Upstream {
     pub idle_timeout: Duration,
     /// Idle keep-alive connections kept per server, per worker.
     pub max_idle: usize,
+    pub hash_key: Option<HashKey>,
+    pub health_check: Option<HealthCheck>,
+    pub outlier: Option<Outlier>,
+    pub on_all_down: AllDown,
+    /// Requests in flight to one server, over all workers; past it another server is tried,
+    /// then 503.
+    pub max_connections: Option<u32>,
+    /// Connections being opened to one server at once, over all workers.
+    pub max_pending: Option<u32>,
+    /// A server coming back ramps from 10% to its full share over this long.
+    pub slow_start: Option<Duration>,
+}
+
+/// When a failed attempt may be sent again, to another server.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Total tries, the first included (1: never retry).
+    pub attempts: u32,
+    pub on_connect: bool,
+    pub on_reset: bool,
+    pub on_timeout: bool,
+    pub on_statuses: Vec<u16>,
+    /// Retries may add at most this share of requests (per worker)...
+    pub budget_percent: u32,
+    /// ...plus this many per second, so a quiet worker can still retry.
+    pub budget_min_per_second: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -121,4 +222,7 @@ pub struct Route {
     pub action: Action,
     /// Remove the matched `path_prefix` before forwarding.
     pub strip_prefix: bool,
+    pub retry: RetryPolicy,
+    /// Deadline for the whole exchange, all attempts together.
+    pub timeout: Option<Duration>,
 }

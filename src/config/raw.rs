@@ -75,6 +75,8 @@ pub struct RawProxy {
 pub struct RawListener {
     pub name: Option<String>,
     pub bind: String,
+    pub protocol: Option<String>,
+    pub upstream: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +91,7 @@ pub enum RawServer {
 pub struct RawServerDetail {
     pub addr: String,
     pub weight: Option<i64>,
+    pub drain: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +104,46 @@ pub struct RawUpstream {
     pub body_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_idle: Option<i64>,
+    pub hash_key: Option<String>,
+    pub health_check: Option<RawHealthCheck>,
+    pub outlier: Option<RawOutlier>,
+    pub on_all_down: Option<String>,
+    pub max_connections: Option<i64>,
+    pub max_pending: Option<i64>,
+    pub slow_start: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub expect_status: Option<Vec<i64>>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<i64>,
+    pub unhealthy_threshold: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<i64>,
+    pub consecutive_5xx: Option<i64>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+    pub max_ejected_percent: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<i64>,
+    pub on: Option<Vec<String>>,
+    pub budget_percent: Option<i64>,
+    pub budget_min_per_second: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -130,4 +173,6 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     pub respond: Option<RawRespond>,
     pub strip_prefix: Option<bool>,
+    pub retry: Option<RawRetry>,
+    pub timeout: Option<String>,
 }

@@ -1,6 +1,7 @@
 //! One proxied exchange: pick a server, check out (or open) a connection, send the head and
 //! stream the body, read the response head, stream the response back, and return the
-//! connection to the pool only when its state is certain.
+//! connection to the pool only when its state is certain. Failed attempts are retried on
+//! another server when the route's policy, the request's safety and the retry budget allow.
 
 use super::body::{self, BodyError, Deadlines, Encode, Failure, Side};
 use super::head::{write_response, OutFraming};
@@ -10,10 +11,11 @@ use crate::http::buf::{write_all_keep, write_all_reuse, ConnBuf};
 use crate::http::request::{Body, Version};
 use crate::http::response;
 use crate::http::status::{write_error, CONTINUE_100};
-use crate::upstream::{Cluster, ConnectError, UpstreamConn};
+use crate::upstream::{Cluster, ConnectError, Outcome, SelectError, UpstreamConn};
 use monoio::net::TcpStream;
-use monoio::time::timeout;
+use monoio::time::{timeout, Instant};
 use std::mem::MaybeUninit;
+use std::time::Duration;
 
 /// Upstream response heads larger than this are refused (502).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -21,6 +23,7 @@ const RESPONSE_HEADER_SLOTS: usize = 128;
 
 /// What the response head told us, kept after the head's bytes are consumed.
 struct ResponsePlan {
+    status: u16,
     /// How the upstream delimits the body.
     body: Body,
     framing: OutFraming,
@@ -37,6 +40,18 @@ enum HeadError {
     Io,
     Timeout,
     Bad(&'static str),
+    /// A status the route retries on, left unanswered because a retry will follow.
+    RetryStatus(u16),
+}
+
+/// Why an attempt failed, and whether the request may go to another server.
+enum AttemptError {
+    /// Worth another attempt (if policy and budget allow); the answer if not.
+    Retryable(u16, &'static str),
+    /// The pooled connection was stale: try again on a fresh one, free of charge.
+    Stale,
+    /// Answered or abandoned already.
+    Done(Next),
 }
 
 /// Runs the exchange; `out` holds the upstream request head on entry and is reused.
@@ -58,227 +73,357 @@ pub async fn forward(
             body_left = Body::None;
         }
     }
-    let resendable = body_left == Body::None;
     let mut ubuf = ConnBuf::from_vec(state.worker.take_buf(16 * 1024));
-    let next = exchange(
-        state, cluster, client, rbuf, &mut ubuf, out, plan, body_left, resendable,
-    )
-    .await;
+    let mut ex = Exchange {
+        state,
+        cluster,
+        plan,
+        body_left,
+        resendable: body_left == Body::None,
+    };
+    let next = ex.run(client, rbuf, &mut ubuf, out).await;
     state.worker.give_buf(ubuf.into_vec());
     next
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn exchange(
-    state: &CoreState,
-    cluster: &Cluster,
-    client: &mut TcpStream,
-    rbuf: &mut ConnBuf,
-    ubuf: &mut ConnBuf,
-    out: &mut Vec<u8>,
-    plan: &Plan,
+struct Exchange<'a> {
+    state: &'a CoreState,
+    cluster: &'a Cluster,
+    plan: &'a Plan,
     body_left: Body,
+    /// The whole request is in `out`, so it can be sent again.
     resendable: bool,
-) -> Next {
-    let cfg = &cluster.cfg;
-    let mut attempt = 0;
-    let (mut conn, resp) = loop {
-        attempt += 1;
-        // A retry always takes a fresh connection: the pooled one just proved stale.
-        let Some(server) = cluster.pick() else {
-            return local_error(client, out, 503, "no upstream server available").await;
-        };
-        let mut conn = match cluster.connect(server, attempt == 1).await {
-            Ok(c) => c,
-            Err(ConnectError::Timeout) => {
-                return local_error(client, out, 504, "upstream connect timed out").await
+}
+
+impl Exchange<'_> {
+    async fn run(
+        &mut self,
+        client: &mut TcpStream,
+        rbuf: &mut ConnBuf,
+        ubuf: &mut ConnBuf,
+        out: &mut Vec<u8>,
+    ) -> Next {
+        let route = &self.state.config.routes[self.plan.route];
+        let policy = &route.retry;
+        let budget = &self.state.retry_budgets[self.plan.route];
+        budget.on_request();
+        let deadline = route.timeout.map(|t| Instant::now() + t);
+        let mut tried: u64 = 0;
+        let mut attempts = 0;
+        let mut stale_retries = 0;
+        loop {
+            attempts += 1;
+            let server = match self.cluster.select(self.plan.hash, tried) {
+                Ok(s) => s,
+                Err(SelectError::AtCapacity) => {
+                    return local_error(client, out, 503, "upstream at capacity").await
+                }
+                Err(SelectError::NoneAvailable) => {
+                    return local_error(client, out, 503, "no healthy upstream server").await
+                }
+            };
+            tried |= 1u64 << (server % 64);
+            let Some(inflight) = self.cluster.begin(server) else {
+                return local_error(client, out, 503, "upstream at capacity").await;
+            };
+            // Status retries are only possible while another attempt is allowed.
+            let may_retry = attempts < policy.attempts
+                && self.resendable
+                && self.plan.idempotent
+                && budget.available();
+            let result = self
+                .attempt(
+                    server,
+                    client,
+                    rbuf,
+                    ubuf,
+                    out,
+                    deadline,
+                    may_retry,
+                    stale_retries == 0,
+                )
+                .await;
+            drop(inflight);
+            match result {
+                Ok(next) => return next,
+                Err(AttemptError::Done(next)) => return next,
+                Err(AttemptError::Stale) if stale_retries == 0 => {
+                    stale_retries += 1;
+                    attempts -= 1;
+                    tried &= !(1u64 << (server % 64));
+                }
+                Err(AttemptError::Stale) => {
+                    return local_error(client, out, 502, "upstream closed the connection").await
+                }
+                Err(AttemptError::Retryable(status, why)) => {
+                    let deadline_left = deadline.is_none_or(|d| Instant::now() < d);
+                    let allowed = match status {
+                        // Connect failures sent nothing: safe for any method.
+                        0 => policy.on_connect,
+                        502 => policy.on_reset && self.plan.idempotent,
+                        504 => policy.on_timeout && self.plan.idempotent,
+                        s => policy.on_statuses.contains(&s) && self.plan.idempotent,
+                    };
+                    if allowed
+                        && deadline_left
+                        && attempts < policy.attempts
+                        && self.resendable
+                        && budget.try_spend()
+                    {
+                        continue;
+                    }
+                    let status = if status == 0 { 502 } else { status };
+                    return local_error(client, out, status, why).await;
+                }
             }
-            Err(ConnectError::Refused(_)) | Err(ConnectError::NoServer) => {
-                return local_error(client, out, 502, "upstream connect failed").await
-            }
-        };
-        let retry_ok = conn.reused && attempt == 1 && resendable;
-        if write_all_keep(&mut conn.stream, out).await.is_err() {
-            // Nothing reached a live upstream: any method may be sent again.
-            if retry_ok {
-                continue;
-            }
-            return local_error(client, out, 502, "upstream write failed").await;
         }
-        if body_left != Body::None {
-            if let Some(next) = send_body(
-                state,
-                cfg.body_timeout,
-                client,
-                rbuf,
-                &mut conn,
-                out,
-                plan,
-                body_left,
-            )
-            .await
-            {
-                return next;
+    }
+
+    /// One try against `server`. `Ok` means the client got a response.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &mut self,
+        server: usize,
+        client: &mut TcpStream,
+        rbuf: &mut ConnBuf,
+        ubuf: &mut ConnBuf,
+        out: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        may_retry_status: bool,
+        allow_pooled: bool,
+    ) -> Result<Next, AttemptError> {
+        let cluster = self.cluster;
+        let cfg = &cluster.cfg;
+        let mut conn = match cluster.connect(server, allow_pooled).await {
+            Ok(c) => c,
+            Err(ConnectError::Saturated) => {
+                return Err(AttemptError::Retryable(0, "upstream at capacity"))
             }
+            Err(ConnectError::Timeout) => {
+                cluster.record(server, Outcome::Failure);
+                return Err(AttemptError::Retryable(0, "upstream connect timed out"));
+            }
+            Err(ConnectError::Refused(_)) => {
+                cluster.record(server, Outcome::Failure);
+                return Err(AttemptError::Retryable(0, "upstream connect failed"));
+            }
+        };
+        let sent_at = cluster.tracks_latency.then(std::time::Instant::now);
+        if write_all_keep(&mut conn.stream, out).await.is_err() {
+            if conn.reused && self.resendable {
+                return Err(AttemptError::Stale);
+            }
+            cluster.record(server, Outcome::Failure);
+            return Err(AttemptError::Retryable(502, "upstream write failed"));
+        }
+        if self.body_left != Body::None {
+            if let Some(next) = self
+                .send_body(cfg.body_timeout, client, rbuf, &mut conn, out)
+                .await
+            {
+                cluster.record(server, Outcome::Failure);
+                return Err(AttemptError::Done(next));
+            }
+            self.body_left = Body::None;
         }
         ubuf.clear();
-        let keep_wanted = plan.keep_alive && !state.worker.draining.get();
-        match read_response_head(
+        let keep_wanted = self.plan.keep_alive && !self.state.worker.draining.get();
+        let mut wait = cfg.response_timeout;
+        if let Some(d) = deadline {
+            wait = wait.min(d.saturating_duration_since(Instant::now()));
+        }
+        let retry_statuses = if may_retry_status {
+            &self.state.config.routes[self.plan.route].retry.on_statuses[..]
+        } else {
+            &[]
+        };
+        let resp = match read_response_head(
             ubuf,
             &mut conn,
-            plan,
-            cfg.response_timeout,
+            self.plan,
+            wait,
             out,
             keep_wanted,
+            retry_statuses,
         )
         .await
         {
-            Ok(resp) => break (conn, resp),
-            // `out` still holds the request: read_response_head replaces it only on success.
-            Err(HeadError::Empty) if retry_ok && plan.idempotent => continue,
-            Err(HeadError::Timeout) => {
-                return local_error(client, out, 504, "upstream response timed out").await
+            Ok(resp) => resp,
+            Err(HeadError::Empty) if conn.reused && self.resendable && self.plan.idempotent => {
+                return Err(AttemptError::Stale)
             }
             Err(HeadError::Empty) | Err(HeadError::Io) => {
-                return local_error(client, out, 502, "upstream closed without a response").await
+                cluster.record(server, Outcome::Failure);
+                return Err(AttemptError::Retryable(
+                    502,
+                    "upstream closed without a response",
+                ));
             }
-            Err(HeadError::Bad(why)) => return local_error(client, out, 502, why).await,
-        }
-    };
+            Err(HeadError::Timeout) => {
+                cluster.record(server, Outcome::Failure);
+                return Err(AttemptError::Retryable(504, "upstream response timed out"));
+            }
+            Err(HeadError::Bad(why)) => {
+                cluster.record(server, Outcome::Failure);
+                return Err(AttemptError::Done(local_error(client, out, 502, why).await));
+            }
+            Err(HeadError::RetryStatus(status)) => {
+                let rtt = sent_at.map(|t| t.elapsed()).unwrap_or_default();
+                cluster.record(server, Outcome::ServerError(rtt));
+                return Err(AttemptError::Retryable(
+                    status,
+                    "upstream answered with an error",
+                ));
+            }
+        };
+        let rtt = sent_at.map(|t| t.elapsed()).unwrap_or_default();
+        cluster.record(
+            server,
+            if resp.status >= 500 {
+                Outcome::ServerError(rtt)
+            } else {
+                Outcome::Success(rtt)
+            },
+        );
+        Ok(self.relay_response(conn, client, ubuf, out, resp).await)
+    }
 
-    let http = &state.config.http;
-
-    let client_deadlines = Deadlines {
-        read: cfg.body_timeout,
-        write: http.send_timeout,
-    };
-    let body_result = match resp.framing {
-        OutFraming::NoBody => write_client(client, out, http.send_timeout).await,
-        OutFraming::Length(n) if ubuf.len() as u64 >= n => {
-            // The whole body is here: one write for head and body.
-            out.extend_from_slice(&ubuf.data()[..n as usize]);
-            ubuf.consume(n as usize);
-            write_client(client, out, http.send_timeout).await
-        }
-        OutFraming::Length(n) => match write_client(client, out, http.send_timeout).await {
-            Ok(()) => body::copy_length(&mut conn.stream, ubuf, client, n, &client_deadlines).await,
-            Err(e) => Err(e),
-        },
-        OutFraming::Chunked | OutFraming::Close => {
-            match write_client(client, out, http.send_timeout).await {
-                Ok(()) if resp.body == Body::Chunked => {
-                    body::copy_chunked(
-                        &mut conn.stream,
-                        ubuf,
-                        client,
-                        resp.encode,
-                        out,
-                        u64::MAX,
-                        &client_deadlines,
-                    )
-                    .await
-                }
+    /// Writes the response head (already in `out`) and streams the body to the client.
+    async fn relay_response(
+        &self,
+        mut conn: UpstreamConn,
+        client: &mut TcpStream,
+        ubuf: &mut ConnBuf,
+        out: &mut Vec<u8>,
+        resp: ResponsePlan,
+    ) -> Next {
+        let http = &self.state.config.http;
+        let client_deadlines = Deadlines {
+            read: self.cluster.cfg.body_timeout,
+            write: http.send_timeout,
+        };
+        let body_result = match resp.framing {
+            OutFraming::NoBody => write_client(client, out, http.send_timeout).await,
+            OutFraming::Length(n) if ubuf.len() as u64 >= n => {
+                // The whole body is here: one write for head and body.
+                out.extend_from_slice(&ubuf.data()[..n as usize]);
+                ubuf.consume(n as usize);
+                write_client(client, out, http.send_timeout).await
+            }
+            OutFraming::Length(n) => match write_client(client, out, http.send_timeout).await {
                 Ok(()) => {
-                    body::copy_to_eof(
-                        &mut conn.stream,
-                        ubuf,
-                        client,
-                        resp.encode,
-                        out,
-                        &client_deadlines,
-                    )
-                    .await
+                    body::copy_length(&mut conn.stream, ubuf, client, n, &client_deadlines).await
                 }
                 Err(e) => Err(e),
+            },
+            OutFraming::Chunked | OutFraming::Close => {
+                match write_client(client, out, http.send_timeout).await {
+                    Ok(()) if resp.body == Body::Chunked => {
+                        body::copy_chunked(
+                            &mut conn.stream,
+                            ubuf,
+                            client,
+                            resp.encode,
+                            out,
+                            u64::MAX,
+                            &client_deadlines,
+                        )
+                        .await
+                    }
+                    Ok(()) => {
+                        body::copy_to_eof(
+                            &mut conn.stream,
+                            ubuf,
+                            client,
+                            resp.encode,
+                            out,
+                            &client_deadlines,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
             }
+        };
+        match body_result {
+            Ok(()) => {
+                if resp.reusable && ubuf.is_empty() {
+                    self.cluster.checkin(conn);
+                }
+                if resp.keep {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                }
+            }
+            // Head already sent: the only honest signal left is closing the client connection.
+            Err(_) => Next::Close,
         }
-    };
-    match body_result {
-        Ok(()) => {
-            if resp.reusable && ubuf.is_empty() {
-                cluster.checkin(conn);
-            }
-            if resp.keep {
-                Next::KeepAlive
-            } else {
-                Next::Close
-            }
-        }
-        // Head already sent: the only honest signal left is closing the client connection.
-        Err(_) => Next::Close,
     }
-}
 
-/// Streams the rest of the request body upstream. `Some(next)` means the exchange ended here.
-#[allow(clippy::too_many_arguments)]
-async fn send_body(
-    state: &CoreState,
-    upstream_write_timeout: std::time::Duration,
-    client: &mut TcpStream,
-    rbuf: &mut ConnBuf,
-    conn: &mut UpstreamConn,
-    out: &mut Vec<u8>,
-    plan: &Plan,
-    body_left: Body,
-) -> Option<Next> {
-    let http = &state.config.http;
-    if plan.expect_continue && rbuf.is_empty() {
-        out.clear();
-        out.extend_from_slice(CONTINUE_100);
-        if write_client(client, out, http.send_timeout).await.is_err() {
-            return Some(Next::Close);
+    /// Streams the rest of the request body upstream. `Some(next)` means the exchange ended here.
+    async fn send_body(
+        &self,
+        upstream_write_timeout: Duration,
+        client: &mut TcpStream,
+        rbuf: &mut ConnBuf,
+        conn: &mut UpstreamConn,
+        out: &mut Vec<u8>,
+    ) -> Option<Next> {
+        let http = &self.state.config.http;
+        if self.plan.expect_continue && rbuf.is_empty() {
+            let mut cont = Vec::with_capacity(CONTINUE_100.len());
+            cont.extend_from_slice(CONTINUE_100);
+            if write_client(client, &mut cont, http.send_timeout)
+                .await
+                .is_err()
+            {
+                return Some(Next::Close);
+            }
         }
-    }
-    let deadlines = Deadlines {
-        read: http.body_timeout,
-        write: upstream_write_timeout,
-    };
-    out.clear();
-    let res = match body_left {
-        Body::Length(n) => body::copy_length(client, rbuf, &mut conn.stream, n, &deadlines).await,
-        Body::Chunked => {
-            body::copy_chunked(
-                client,
-                rbuf,
-                &mut conn.stream,
-                Encode::Chunked,
-                out,
-                http.max_body_size,
-                &deadlines,
-            )
-            .await
-        }
-        Body::None => Ok(()),
-    };
-    match res {
-        Ok(()) => None,
-        Err(BodyError {
-            side: Side::Src,
-            failure: Failure::TooLarge,
-        }) => Some(local_error(client, out, 413, "request body too large").await),
-        Err(BodyError {
-            side: Side::Src,
-            failure: Failure::Framing(why),
-        }) => Some(local_error(client, out, 400, why).await),
-        Err(BodyError {
-            side: Side::Src,
-            failure: Failure::Timeout,
-        }) => Some(local_error(client, out, 408, "request body timed out").await),
-        // The client went away mid-body: nobody is left to answer.
-        Err(BodyError {
-            side: Side::Src, ..
-        }) => Some(Next::Close),
-        Err(BodyError {
-            side: Side::Dst, ..
-        }) => Some(
-            local_error(
-                client,
-                out,
-                502,
-                "upstream stopped reading the request body",
-            )
-            .await,
-        ),
+        let deadlines = Deadlines {
+            read: http.body_timeout,
+            write: upstream_write_timeout,
+        };
+        // `out` holds the request head; the chunk scratch must not clobber it before a failure
+        // answer is written, so it gets a buffer of its own.
+        let mut scratch = self.state.worker.take_buf(16 * 1024);
+        let res = match self.body_left {
+            Body::Length(n) => {
+                body::copy_length(client, rbuf, &mut conn.stream, n, &deadlines).await
+            }
+            Body::Chunked => {
+                body::copy_chunked(
+                    client,
+                    rbuf,
+                    &mut conn.stream,
+                    Encode::Chunked,
+                    &mut scratch,
+                    http.max_body_size,
+                    &deadlines,
+                )
+                .await
+            }
+            Body::None => Ok(()),
+        };
+        self.state.worker.give_buf(scratch);
+        let (status, why) = match res {
+            Ok(()) => return None,
+            Err(BodyError {
+                side: Side::Src,
+                failure,
+            }) => match failure {
+                Failure::TooLarge => (413, "request body too large"),
+                Failure::Framing(why) => (400, why),
+                Failure::Timeout => (408, "request body timed out"),
+                // The client went away mid-body: nobody is left to answer.
+                Failure::Io | Failure::Eof => return Some(Next::Close),
+            },
+            Err(BodyError {
+                side: Side::Dst, ..
+            }) => (502, "upstream stopped reading the request body"),
+        };
+        Some(local_error(client, out, status, why).await)
     }
 }
 
@@ -288,11 +433,12 @@ async fn read_response_head(
     ubuf: &mut ConnBuf,
     conn: &mut UpstreamConn,
     plan: &Plan,
-    wait: std::time::Duration,
+    wait: Duration,
     out: &mut Vec<u8>,
     keep_wanted: bool,
+    retry_statuses: &[u16],
 ) -> Result<ResponsePlan, HeadError> {
-    let deadline = monoio::time::Instant::now() + wait;
+    let deadline = Instant::now() + wait;
     let mut received_any = false;
     loop {
         if !ubuf.is_empty() {
@@ -313,6 +459,9 @@ async fn read_response_head(
                 Ok(Some(head)) if head.status == 101 => {
                     return Err(HeadError::Bad("upstream switched protocols unasked"))
                 }
+                Ok(Some(head)) if retry_statuses.contains(&head.status) => {
+                    return Err(HeadError::RetryStatus(head.status))
+                }
                 Ok(Some(head)) => {
                     let mut keep = keep_wanted;
                     let (framing, encode) = match (head.body, head.close_delimited, plan.version) {
@@ -332,6 +481,7 @@ async fn read_response_head(
                     out.clear();
                     write_response(out, &head, framing, keep, plan.version);
                     let plan = ResponsePlan {
+                        status: head.status,
                         body: head.body,
                         framing,
                         encode,
@@ -362,7 +512,7 @@ async fn read_response_head(
 async fn write_client(
     client: &mut TcpStream,
     out: &mut Vec<u8>,
-    send_timeout: std::time::Duration,
+    send_timeout: Duration,
 ) -> Result<(), BodyError> {
     match timeout(send_timeout, write_all_reuse(client, out)).await {
         Ok(Ok(())) => Ok(()),
@@ -387,10 +537,6 @@ pub async fn local_error(
 ) -> Next {
     out.clear();
     write_error(out, status, why, true);
-    let _ = timeout(
-        std::time::Duration::from_secs(5),
-        write_all_reuse(client, out),
-    )
-    .await;
+    let _ = timeout(Duration::from_secs(5), write_all_reuse(client, out)).await;
     Next::Close
 }

@@ -6,16 +6,17 @@ mod forward;
 pub mod head;
 pub mod state;
 
-use crate::config::Action;
+use crate::config::{Action, HashKey};
 use crate::http::buf::{write_all_reuse, ConnBuf};
 use crate::http::request::{self, Body, RequestHead, Version};
 use crate::http::status::write_error;
 use crate::http::Reject;
 use crate::route::strip_prefix;
+use crate::upstream::balance::stable_hash;
 use head::{ClientInfo, UpstreamHead};
 use monoio::net::TcpStream;
 use monoio::time::{timeout, timeout_at, Instant};
-use state::{CoreState, InflightGuard};
+use state::{CoreState, InflightGuard, StateCell};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -33,6 +34,10 @@ pub enum Next {
 /// Everything the exchange needs from the request head, owned, so the read buffer is free again.
 pub struct Plan {
     action: PlanAction,
+    /// Index into `config.routes` (meaningful for forwarded requests).
+    route: usize,
+    /// Consistent-hash key of the request, when its upstream hashes.
+    hash: u64,
     body: Body,
     version: Version,
     keep_alive: bool,
@@ -57,8 +62,8 @@ enum HeadEnd {
 }
 
 /// Serves one client connection until it closes.
-pub async fn serve_client(state: Rc<CoreState>, mut client: TcpStream, peer: SocketAddr) {
-    let worker = state.worker.clone();
+pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: SocketAddr) {
+    let worker = cell.get().worker.clone();
     worker.connections.set(worker.connections.get() + 1);
     let _ = client.set_nodelay(true);
     let info = ClientInfo {
@@ -69,9 +74,9 @@ pub async fn serve_client(state: Rc<CoreState>, mut client: TcpStream, peer: Soc
     let mut served: u64 = 0;
     loop {
         let mut out = worker.take_buf(4096);
-        let next = match read_request(&state, &mut client, &mut rbuf, &mut out, served, &info).await
+        let next = match read_request(&cell, &mut client, &mut rbuf, &mut out, served, &info).await
         {
-            Ok(plan) => {
+            Ok((state, plan)) => {
                 served += 1;
                 let _inflight = InflightGuard::new(&worker);
                 let mut next = run(&state, &mut client, &mut rbuf, &mut out, &plan).await;
@@ -85,7 +90,7 @@ pub async fn serve_client(state: Rc<CoreState>, mut client: TcpStream, peer: Soc
                 out.clear();
                 write_error(&mut out, r.status, r.reason, true);
                 let _ = timeout(
-                    state.config.http.send_timeout,
+                    cell.get().config.http.send_timeout,
                     write_all_reuse(&mut client, &mut out),
                 )
                 .await;
@@ -167,25 +172,28 @@ fn discard_buffered_body(rbuf: &mut ConnBuf, body: Body) -> bool {
 
 /// Reads one request head (under the idle, then the header deadline) and plans its exchange.
 async fn read_request(
-    state: &CoreState,
+    cell: &StateCell,
     client: &mut TcpStream,
     rbuf: &mut ConnBuf,
     out: &mut Vec<u8>,
     served: u64,
     info: &ClientInfo,
-) -> Result<Plan, HeadEnd> {
-    let http = &state.config.http;
+) -> Result<(Rc<CoreState>, Plan), HeadEnd> {
+    // The state is taken when bytes are there to parse, so a request that arrives after a
+    // reload is served by the new config even on an old keep-alive connection.
+    let mut state = cell.get();
     let mut deadline: Option<Instant> = None;
     loop {
+        let http = &state.config.http;
         if !rbuf.is_empty() {
             let mut slots = [MaybeUninit::uninit(); MAX_HEADER_SLOTS];
             let n = http.max_headers.min(MAX_HEADER_SLOTS);
             match request::parse(rbuf.data(), &mut slots[..n], &state.limits) {
                 Ok(Some(head)) => {
                     let len = head.head_len;
-                    let plan = plan(state, &head, out, info);
+                    let plan = plan(&state, &head, out, info);
                     rbuf.consume(len);
-                    return Ok(plan);
+                    return Ok((state, plan));
                 }
                 Ok(None) => {}
                 Err(r) => return Err(HeadEnd::Reject(r)),
@@ -209,7 +217,7 @@ async fn read_request(
         };
         match res {
             Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadEnd::Gone),
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => state = cell.get(),
             Err(_) if rbuf.is_empty() => return Err(HeadEnd::Gone),
             Err(_) => return Err(HeadEnd::Reject(Reject::new(408, "request head timed out"))),
         }
@@ -220,6 +228,8 @@ async fn read_request(
 fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &ClientInfo) -> Plan {
     let mut plan = Plan {
         action: PlanAction::Error(404, "no route"),
+        route: 0,
+        hash: 0,
         body: head.body,
         version: head.version,
         keep_alive: head.keep_alive,
@@ -234,6 +244,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         return plan;
     };
     let route = &state.config.routes[route_idx];
+    plan.route = route_idx;
     if let Body::Length(n) = head.body {
         if n > state.config.http.max_body_size {
             plan.action = PlanAction::Error(413, "request body too large");
@@ -258,10 +269,49 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
                 path,
                 host_override,
             };
+            if let Some(key) = &upstream.hash_key {
+                plan.hash = hash_key(key, head, info);
+            }
             out.clear();
             head::write_request(out, head, &target, &state.config.proxy, info, &state.worker);
             PlanAction::Forward(*cluster)
         }
     };
     plan
+}
+
+/// The consistent-hash key of a request; a missing header or cookie hashes as empty, so such
+/// requests still land together on one server.
+fn hash_key(key: &HashKey, head: &RequestHead<'_>, info: &ClientInfo) -> u64 {
+    match key {
+        HashKey::ClientIp => stable_hash(info.ip.as_bytes()),
+        HashKey::Path => stable_hash(
+            head.path
+                .split_once('?')
+                .map_or(head.path, |(p, _)| p)
+                .as_bytes(),
+        ),
+        HashKey::Header(name) => {
+            let v = head
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map_or(&b""[..], |h| h.value);
+            stable_hash(v)
+        }
+        HashKey::Cookie(name) => {
+            let v = head
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+                .flat_map(|h| h.value.split(|b| *b == b';'))
+                .find_map(|pair| {
+                    let pair = pair.trim_ascii();
+                    let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+                    (k == name.as_bytes()).then(|| &v[1..])
+                })
+                .unwrap_or(b"");
+            stable_hash(v)
+        }
+    }
 }

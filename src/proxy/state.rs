@@ -6,6 +6,8 @@ use crate::http::fmt::push_dec;
 use crate::http::request::Limits;
 use crate::http::status::reason;
 use crate::route::Router;
+use crate::upstream::published::Published;
+use crate::upstream::retry::RetryBudget;
 use crate::upstream::Cluster;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -98,11 +100,21 @@ pub struct CoreState {
     pub clusters: Vec<Cluster>,
     /// Indexed like `config.routes`; `Some` for `respond` routes.
     pub statics: Vec<Option<StaticResponse>>,
+    /// Indexed like `config.routes`.
+    pub retry_budgets: Vec<RetryBudget>,
     pub limits: Limits,
+    pub published: Arc<Published>,
 }
 
 impl CoreState {
-    pub fn new(config: Arc<Config>, worker: Rc<WorkerCtx>) -> Self {
+    /// Builds the state for `config`; `previous` (the state being replaced on reload) hands
+    /// over its warm upstream connections.
+    pub fn new(
+        config: Arc<Config>,
+        published: Arc<Published>,
+        worker: Rc<WorkerCtx>,
+        previous: Option<&CoreState>,
+    ) -> Self {
         let statics = config
             .routes
             .iter()
@@ -113,8 +125,23 @@ impl CoreState {
             .collect();
         Self {
             router: Router::new(&config.routes),
-            clusters: config.upstreams.iter().map(Cluster::new).collect(),
+            clusters: config
+                .upstreams
+                .iter()
+                .zip(&published.upstreams)
+                .map(|(u, p)| {
+                    let old = previous
+                        .and_then(|prev| prev.clusters.iter().find(|c| c.cfg.name == u.name));
+                    Cluster::new(u, p.clone(), old)
+                })
+                .collect(),
+            retry_budgets: config
+                .routes
+                .iter()
+                .map(|r| RetryBudget::new(&r.retry))
+                .collect(),
             statics,
+            published,
             limits: Limits {
                 max_request_line: config.http.max_request_line,
                 max_head_size: config.http.max_head_size,
@@ -143,5 +170,25 @@ fn encode_static(s: &crate::config::StaticResponse) -> StaticResponse {
     StaticResponse {
         head,
         body: s.body.as_bytes().to_vec(),
+    }
+}
+
+/// The worker's current state, swapped on reload. A connection takes the current state at the
+/// start of each request, so keep-alive clients move to a new config between requests while a
+/// request in flight finishes on the state it started with.
+pub struct StateCell(RefCell<Rc<CoreState>>);
+
+impl StateCell {
+    pub fn new(state: CoreState) -> Self {
+        Self(RefCell::new(Rc::new(state)))
+    }
+
+    #[inline]
+    pub fn get(&self) -> Rc<CoreState> {
+        self.0.borrow().clone()
+    }
+
+    pub fn set(&self, state: CoreState) {
+        *self.0.borrow_mut() = Rc::new(state);
     }
 }

@@ -7,6 +7,8 @@ mod stop;
 mod worker;
 
 use crate::config::{self, Config};
+use crate::upstream::health::Probes;
+use crate::upstream::published::Published;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::path::PathBuf;
@@ -18,21 +20,32 @@ use std::sync::{Arc, Mutex};
 pub struct Shared {
     pub shutdown: AtomicBool,
     pub generation: AtomicU64,
-    config: Mutex<Arc<Config>>,
+    snapshot: Mutex<Snapshot>,
+}
+
+/// One config generation: the validated config and its published upstream state.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub published: Arc<Published>,
 }
 
 impl Shared {
-    pub fn current_config(&self) -> Arc<Config> {
-        match self.config.lock() {
+    pub fn current(&self) -> Snapshot {
+        match self.snapshot.lock() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn publish(&self, c: Arc<Config>) {
-        match self.config.lock() {
-            Ok(mut g) => *g = c,
-            Err(poisoned) => *poisoned.into_inner() = c,
+    pub fn current_config(&self) -> Arc<Config> {
+        self.current().config
+    }
+
+    fn publish(&self, s: Snapshot) {
+        match self.snapshot.lock() {
+            Ok(mut g) => *g = s,
+            Err(poisoned) => *poisoned.into_inner() = s,
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -46,10 +59,16 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     // Registered before workers start so that no signal finds the default (fatal) action.
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
+    let published = Published::build(&config, None);
+    // Kept alive (and replaced on reload) so the probe threads run; dropping stops them.
+    let mut _probes = Probes::start(&config, &published);
     let shared = Arc::new(Shared {
         shutdown: AtomicBool::new(false),
         generation: AtomicU64::new(0),
-        config: Mutex::new(config.clone()),
+        snapshot: Mutex::new(Snapshot {
+            config: config.clone(),
+            published,
+        }),
     });
     let mut handles = Vec::new();
     for (id, socks) in sockets.into_iter().enumerate() {
@@ -116,7 +135,11 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
                 );
             }
             SIGQUIT => std::process::exit(0),
-            SIGHUP => reload(&shared, path.as_deref()),
+            SIGHUP => {
+                if let Some(p) = reload(&shared, path.as_deref()) {
+                    _probes = p;
+                }
+            }
             _ => {}
         }
     }
@@ -124,14 +147,16 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-fn reload(shared: &Shared, path: Option<&std::path::Path>) {
+/// Loads, validates and publishes the config file again; returns the new generation's probes.
+fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Option<Probes> {
     let Some(path) = path else {
         eprintln!("ringway: SIGHUP ignored: running the built-in config");
-        return;
+        return None;
     };
     match config::load(path) {
         Ok(new) => {
-            let old = shared.current_config();
+            let current = shared.current();
+            let old = current.config;
             if new
                 .listeners
                 .iter()
@@ -141,9 +166,18 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) {
             {
                 eprintln!("ringway: reload: listener and worker changes need a restart; applying the rest");
             }
-            shared.publish(Arc::new(new));
+            let published = Published::build(&new, Some(&current.published));
+            let probes = Probes::start(&new, &published);
+            shared.publish(Snapshot {
+                config: Arc::new(new),
+                published,
+            });
             eprintln!("ringway: reloaded {}", path.display());
+            Some(probes)
         }
-        Err(e) => eprintln!("ringway: reload refused, still serving the old config: {e}"),
+        Err(e) => {
+            eprintln!("ringway: reload refused, still serving the old config: {e}");
+            None
+        }
     }
 }

@@ -5,10 +5,10 @@
 use super::runtime::{self, Driver};
 use super::stop::StopSignal;
 use super::Shared;
+use crate::config::Protocol;
 use crate::proxy::serve_client;
-use crate::proxy::state::{CoreState, WorkerCtx};
+use crate::proxy::state::{CoreState, StateCell, WorkerCtx};
 use monoio::net::TcpListener;
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -58,15 +58,24 @@ async fn worker_main(
 ) -> Result<WorkerReport, String> {
     let ctx = Rc::new(WorkerCtx::new(id));
     let mut generation = shared.generation.load(Ordering::Acquire);
-    let current = Rc::new(RefCell::new(Rc::new(CoreState::new(
-        shared.current_config(),
+    let snap = shared.current();
+    let protocols: Vec<Protocol> = snap.config.listeners.iter().map(|l| l.protocol).collect();
+    let current = Rc::new(StateCell::new(CoreState::new(
+        snap.config,
+        snap.published,
         ctx.clone(),
-    ))));
+        None,
+    )));
     let stop = Rc::new(StopSignal::default());
     let mut accepts = Vec::new();
-    for l in listeners {
+    for (l, protocol) in listeners.into_iter().zip(protocols) {
         let l = TcpListener::from_std(l).map_err(|e| format!("worker {id}: listener: {e}"))?;
-        accepts.push(monoio::spawn(accept_loop(l, current.clone(), stop.clone())));
+        accepts.push(monoio::spawn(accept_loop(
+            l,
+            protocol,
+            current.clone(),
+            stop.clone(),
+        )));
     }
     let mut ticks: u64 = 0;
     while !shared.shutdown.load(Ordering::Acquire) {
@@ -76,11 +85,18 @@ async fn worker_main(
         if g != generation {
             generation = g;
             // Open connections keep the state they started with; new ones get this one.
-            *current.borrow_mut() = Rc::new(CoreState::new(shared.current_config(), ctx.clone()));
+            let snap = shared.current();
+            let old = current.get();
+            current.set(CoreState::new(
+                snap.config,
+                snap.published,
+                ctx.clone(),
+                Some(&old),
+            ));
         }
         if ticks % 2 == 0 {
             let now = Instant::now();
-            for c in &current.borrow().clusters {
+            for c in &current.get().clusters {
                 c.trim(now);
             }
         }
@@ -92,12 +108,12 @@ async fn worker_main(
     for a in accepts {
         a.await;
     }
-    let drain_timeout = current.borrow().config.runtime.drain_timeout;
+    let drain_timeout = current.get().config.runtime.drain_timeout;
     let deadline = Instant::now() + drain_timeout;
     while ctx.inflight.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
-    let state = current.borrow().clone();
+    let state = current.get();
     Ok(WorkerReport {
         id,
         requests: ctx.requests.get(),
@@ -109,7 +125,8 @@ async fn worker_main(
 
 async fn accept_loop(
     listener: TcpListener,
-    current: Rc<RefCell<Rc<CoreState>>>,
+    protocol: Protocol,
+    current: Rc<StateCell>,
     stop: Rc<StopSignal>,
 ) {
     let mut stopped = std::pin::pin!(stop.wait());
@@ -118,13 +135,21 @@ async fn accept_loop(
             _ = &mut stopped => break,
             res = listener.accept() => match res {
                 Ok((stream, peer)) => {
-                    let state = current.borrow().clone();
+                    let state = current.get();
                     if state.worker.connections.get() >= state.config.http.max_connections {
                         // Over the per-worker limit: closing at once costs less than queueing.
                         drop(stream);
                         continue;
                     }
-                    monoio::spawn(serve_client(state, stream, peer));
+                    match protocol {
+                        Protocol::Http => {
+                            drop(state);
+                            monoio::spawn(serve_client(current.clone(), stream, peer));
+                        }
+                        Protocol::Tcp(cluster) => {
+                            monoio::spawn(crate::l4::serve_tcp(state, stream, peer, cluster));
+                        }
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors or similar: back off briefly instead of spinning.

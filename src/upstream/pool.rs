@@ -41,6 +41,13 @@ impl Pool {
         }
     }
 
+    pub fn set_max_idle(&mut self, max_idle: usize) {
+        self.max_idle = max_idle;
+        while self.idle.len() > max_idle {
+            self.idle.pop_front();
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.len()
     }

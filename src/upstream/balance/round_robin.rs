@@ -1,26 +1,27 @@
 //! Plain round-robin over the eligible servers, with a per-core cursor.
 
-use super::Balancer;
+use super::{Balancer, ServerState};
 use std::cell::Cell;
 
+#[derive(Default)]
 pub struct RoundRobin {
     next: Cell<usize>,
 }
 
 impl RoundRobin {
     pub fn new() -> Self {
-        Self { next: Cell::new(0) }
-    }
-}
-
-impl Default for RoundRobin {
-    fn default() -> Self {
-        Self::new()
+        Self::default()
     }
 }
 
 impl Balancer for RoundRobin {
-    fn pick(&self, count: usize, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn pick(
+        &self,
+        servers: &[ServerState],
+        eligible: &dyn Fn(usize) -> bool,
+        _hash: u64,
+    ) -> Option<usize> {
+        let count = servers.len();
         let start = self.next.get();
         for k in 0..count {
             let i = (start + k) % count;
@@ -35,17 +36,19 @@ impl Balancer for RoundRobin {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::servers;
     use super::*;
 
     #[test]
     fn cycles_and_skips() {
+        let s = servers(&[1, 1, 1]);
         let rr = RoundRobin::new();
-        let all = |_: usize| true;
-        let seq: Vec<_> = (0..6).map(|_| rr.pick(3, &all).unwrap()).collect();
+        let seq: Vec<_> = (0..6).map(|_| rr.pick(&s, &|_| true, 0).unwrap()).collect();
         assert_eq!(seq, [0, 1, 2, 0, 1, 2]);
-        let not1 = |i: usize| i != 1;
-        let seq: Vec<_> = (0..4).map(|_| rr.pick(3, &not1).unwrap()).collect();
+        let seq: Vec<_> = (0..4)
+            .map(|_| rr.pick(&s, &|i| i != 1, 0).unwrap())
+            .collect();
         assert_eq!(seq, [0, 2, 0, 2]);
-        assert_eq!(rr.pick(3, &|_| false), None);
+        assert_eq!(rr.pick(&s, &|_| false, 0), None);
     }
 }

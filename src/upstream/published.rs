@@ -1,0 +1,118 @@
+//! Upstream state every worker must agree on, published lock-free: health verdicts from the
+//! probe threads, passive ejections, and (only when a limit asks for it) in-flight counts.
+//! Written rarely, read on picks with relaxed atomic loads; no lock anywhere.
+
+use crate::config::Config;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+/// Milliseconds since the process's first call: a clock all threads share.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+#[derive(Debug)]
+pub struct PublishedServer {
+    pub healthy: AtomicBool,
+    /// When the server last became available (health or ejection), for slow start.
+    pub back_since_ms: AtomicU64,
+    /// Passively ejected until this time (0: never ejected).
+    pub ejected_until_ms: AtomicU64,
+    /// Ejections in the current streak: each one lasts longer.
+    pub ejection_streak: AtomicU32,
+    pub ejections_total: AtomicU64,
+    /// Requests in flight over all workers; kept only when `max_connections` is set.
+    pub in_flight: AtomicU32,
+    /// Connections being opened over all workers; kept only when `max_pending` is set.
+    pub connecting: AtomicU32,
+    pub probes_failed: AtomicU64,
+}
+
+impl PublishedServer {
+    fn new() -> Self {
+        Self {
+            healthy: AtomicBool::new(true),
+            back_since_ms: AtomicU64::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ejection_streak: AtomicU32::new(0),
+            ejections_total: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            connecting: AtomicU32::new(0),
+            probes_failed: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Ejected right now? Reads the clock only for a server that was ever ejected.
+    #[inline]
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && until > now_ms()
+    }
+}
+
+#[derive(Debug)]
+pub struct PublishedUpstream {
+    pub name: String,
+    pub addrs: Vec<std::net::SocketAddr>,
+    pub servers: Vec<PublishedServer>,
+}
+
+/// One table per config generation, indexed like `Config::upstreams`.
+#[derive(Debug)]
+pub struct Published {
+    pub upstreams: Vec<Arc<PublishedUpstream>>,
+}
+
+impl Published {
+    /// Builds the table for `config`, carrying the state of servers that were already known
+    /// (same upstream name and address), so a reload does not forget an unhealthy server.
+    pub fn build(config: &Config, previous: Option<&Published>) -> Arc<Self> {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let old = previous.and_then(|p| p.upstreams.iter().find(|o| o.name == u.name));
+                let servers = u
+                    .servers
+                    .iter()
+                    .map(|s| {
+                        let fresh = PublishedServer::new();
+                        if let Some(o) = old {
+                            if let Some(k) = o.addrs.iter().position(|a| *a == s.addr) {
+                                let prev = &o.servers[k];
+                                fresh
+                                    .healthy
+                                    .store(prev.healthy.load(Ordering::Relaxed), Ordering::Relaxed);
+                                for (dst, src) in [
+                                    (&fresh.back_since_ms, &prev.back_since_ms),
+                                    (&fresh.ejected_until_ms, &prev.ejected_until_ms),
+                                    (&fresh.ejections_total, &prev.ejections_total),
+                                ] {
+                                    dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
+                                }
+                                fresh.ejection_streak.store(
+                                    prev.ejection_streak.load(Ordering::Relaxed),
+                                    Ordering::Relaxed,
+                                );
+                            }
+                        }
+                        fresh
+                    })
+                    .collect();
+                Arc::new(PublishedUpstream {
+                    name: u.name.clone(),
+                    addrs: u.servers.iter().map(|s| s.addr).collect(),
+                    servers,
+                })
+            })
+            .collect();
+        Arc::new(Self { upstreams })
+    }
+}

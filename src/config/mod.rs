@@ -200,7 +200,7 @@ impl Validator<'_> {
         }
         let mut routes = Vec::new();
         for (i, r) in raw.routes.iter().enumerate() {
-            routes.push(self.route(i, r, &index)?);
+            routes.push(self.route(i, r, &index, &http)?);
         }
         Ok(Config {
             source: file.to_string(),
@@ -318,6 +318,20 @@ impl Validator<'_> {
             max_head_size: max_head_size as usize,
             max_headers: self.count("http.max_headers", h.max_headers, 100, 8, 512)? as usize,
             max_body_size: self.size("http.max_body_size", h.max_body_size.as_ref(), u64::MAX)?,
+            max_chunk_extension: self
+                .size(
+                    "http.max_chunk_extension",
+                    h.max_chunk_extension.as_ref(),
+                    1024,
+                )?
+                .min(1 << 20) as usize,
+            max_trailer_size: self
+                .size(
+                    "http.max_trailer_size",
+                    h.max_trailer_size.as_ref(),
+                    8 * 1024,
+                )?
+                .min(1 << 20) as usize,
             max_keepalive_requests: self.count(
                 "http.max_keepalive_requests",
                 h.max_keepalive_requests,
@@ -681,6 +695,7 @@ impl Validator<'_> {
         i: usize,
         r: &RawRoute,
         upstreams: &BTreeMap<String, usize>,
+        http: &Http,
     ) -> Result<Route, ConfigError> {
         let key = format!("route[{i}]");
         let raw_match = r.matcher.as_ref();
@@ -811,6 +826,11 @@ impl Validator<'_> {
             strip_prefix,
             retry,
             timeout,
+            max_body_size: self.size(
+                &format!("{key}.max_body_size"),
+                r.max_body_size.as_ref(),
+                http.max_body_size,
+            )?,
         })
     }
 }

@@ -40,6 +40,10 @@ pub struct Http {
     pub max_head_size: usize,
     pub max_headers: usize,
     pub max_body_size: u64,
+    /// Longest chunk extension accepted in a chunked body.
+    pub max_chunk_extension: usize,
+    /// Largest trailer section of a chunked body (trailers are dropped, never forwarded).
+    pub max_trailer_size: usize,
     pub max_keepalive_requests: u64,
     /// Client connections per worker; past it new connections are closed at once.
     pub max_connections: usize,
@@ -225,4 +229,6 @@ pub struct Route {
     pub retry: RetryPolicy,
     /// Deadline for the whole exchange, all attempts together.
     pub timeout: Option<Duration>,
+    /// Largest request body on this route (overrides `http.max_body_size`).
+    pub max_body_size: u64,
 }

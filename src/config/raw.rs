@@ -55,6 +55,8 @@ pub struct RawHttp {
     pub max_head_size: Option<Size>,
     pub max_headers: Option<i64>,
     pub max_body_size: Option<Size>,
+    pub max_chunk_extension: Option<Size>,
+    pub max_trailer_size: Option<Size>,
     pub max_keepalive_requests: Option<i64>,
     pub max_connections: Option<i64>,
 }
@@ -175,4 +177,5 @@ pub struct RawRoute {
     pub strip_prefix: Option<bool>,
     pub retry: Option<RawRetry>,
     pub timeout: Option<String>,
+    pub max_body_size: Option<Size>,
 }

@@ -115,18 +115,28 @@ pub async fn copy_length<S: AsyncReadRent, D: AsyncWriteRent>(
     Ok(())
 }
 
+/// Limits on a chunked body.
+#[derive(Clone, Copy)]
+pub struct ChunkLimits {
+    /// Body bytes; past it the copy fails with `TooLarge`.
+    pub body: u64,
+    pub extension: usize,
+    pub trailer: usize,
+}
+
 /// Decodes a chunked body and writes it re-encoded (`Encode::Chunked`) or raw. Trailers are
-/// dropped. `scratch` is reused for the output. Fails with `TooLarge` past `limit` body bytes.
+/// dropped. `scratch` is reused for the output.
 pub async fn copy_chunked<S: AsyncReadRent, D: AsyncWriteRent>(
     s: &mut S,
     buf: &mut ConnBuf,
     d_io: &mut D,
     encode: Encode,
     scratch: &mut Vec<u8>,
-    limit: u64,
+    limits: ChunkLimits,
     d: &Deadlines,
 ) -> Result<(), BodyError> {
-    let mut dec = ChunkedDecoder::new(1024, 8 * 1024);
+    let limit = limits.body;
+    let mut dec = ChunkedDecoder::new(limits.extension, limits.trailer);
     let mut total: u64 = 0;
     loop {
         if buf.is_empty() {

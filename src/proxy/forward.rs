@@ -325,7 +325,11 @@ impl Exchange<'_> {
                             client,
                             resp.encode,
                             out,
-                            u64::MAX,
+                            body::ChunkLimits {
+                                body: u64::MAX,
+                                extension: http.max_chunk_extension,
+                                trailer: http.max_trailer_size,
+                            },
                             &client_deadlines,
                         )
                         .await
@@ -399,7 +403,11 @@ impl Exchange<'_> {
                     &mut conn.stream,
                     Encode::Chunked,
                     &mut scratch,
-                    http.max_body_size,
+                    body::ChunkLimits {
+                        body: self.state.config.routes[self.plan.route].max_body_size,
+                        extension: http.max_chunk_extension,
+                        trailer: http.max_trailer_size,
+                    },
                     &deadlines,
                 )
                 .await

@@ -246,7 +246,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
     let route = &state.config.routes[route_idx];
     plan.route = route_idx;
     if let Body::Length(n) = head.body {
-        if n > state.config.http.max_body_size {
+        if n > route.max_body_size {
             plan.action = PlanAction::Error(413, "request body too large");
             return plan;
         }

@@ -37,7 +37,7 @@ impl Plan {
             duration_s: a
                 .duration
                 .map(|d| d.as_secs_f64())
-                .unwrap_or(pick(10.0, 1.0)),
+                .unwrap_or(pick(10.0, 0.5)),
             warmup_s: a.warmup.map(|d| d.as_secs_f64()).unwrap_or(pick(1.0, 0.0)),
             closed_conns: a.conns.clone().unwrap_or(vec![50, 200, 1000]),
             rate: a.rate.unwrap_or(if q { 5_000 } else { 40_000 }),

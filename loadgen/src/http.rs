@@ -339,8 +339,17 @@ impl ResponseFramer {
 #[derive(Debug, Clone, Copy)]
 enum ReqState {
     Head,
-    Length(u64, bool),
-    Chunked(Chunked, bool),
+    Length(u64, Req),
+    Chunked(Chunked, Req),
+}
+
+/// What `serve` needs to know about a complete request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Req {
+    /// The client asked to close after this request (or spoke HTTP/1.0 without keep-alive).
+    pub close: bool,
+    /// HEAD: the response must carry no body.
+    pub head: bool,
 }
 
 /// Incremental request framer for `serve`: counts complete requests, skipping their bodies.
@@ -358,9 +367,9 @@ impl Default for RequestFramer {
 }
 
 impl RequestFramer {
-    /// Parses from `buf`; returns bytes consumed and, when a request completed, whether the
-    /// client asked to close after it. `(0, None)` means more bytes are needed.
-    pub fn advance(&mut self, buf: &[u8]) -> Result<(usize, Option<bool>), ParseError> {
+    /// Parses from `buf`; returns bytes consumed and the request if one completed.
+    /// `(0, None)` means more bytes are needed.
+    pub fn advance(&mut self, buf: &[u8]) -> Result<(usize, Option<Req>), ParseError> {
         match &mut self.state {
             ReqState::Head => {
                 let mut headers = [MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS];
@@ -371,40 +380,42 @@ impl RequestFramer {
                     _ => return Err(ParseError),
                 };
                 let info = head_info(req.version, req.headers.iter())?;
+                let r = Req {
+                    close: info.close,
+                    head: req.method == Some("HEAD"),
+                };
                 match info.framing {
                     // A request without length has no body (RFC 9112 6.3).
-                    Framing::None | Framing::UntilClose | Framing::Length(0) => {
-                        Ok((n, Some(info.close)))
-                    }
+                    Framing::None | Framing::UntilClose | Framing::Length(0) => Ok((n, Some(r))),
                     Framing::Length(l) => {
-                        self.state = ReqState::Length(l, info.close);
+                        self.state = ReqState::Length(l, r);
                         let (m, done) = self.advance(&buf[n..])?;
                         Ok((n + m, done))
                     }
                     Framing::Chunked => {
-                        self.state = ReqState::Chunked(Chunked::default(), info.close);
+                        self.state = ReqState::Chunked(Chunked::default(), r);
                         let (m, done) = self.advance(&buf[n..])?;
                         Ok((n + m, done))
                     }
                 }
             }
-            ReqState::Length(left, close) => {
+            ReqState::Length(left, req) => {
                 let take = (buf.len() as u64).min(*left);
                 *left -= take;
-                let close = *close;
+                let req = *req;
                 if *left == 0 {
                     self.state = ReqState::Head;
-                    Ok((take as usize, Some(close)))
+                    Ok((take as usize, Some(req)))
                 } else {
                     Ok((take as usize, None))
                 }
             }
-            ReqState::Chunked(c, close) => {
-                let close = *close;
+            ReqState::Chunked(c, req) => {
+                let req = *req;
                 let (n, done) = c.feed(buf)?;
                 if done {
                     self.state = ReqState::Head;
-                    Ok((n, Some(close)))
+                    Ok((n, Some(req)))
                 } else {
                     Ok((n, None))
                 }
@@ -481,8 +492,8 @@ GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
                 loop {
                     let (n, r) = f.advance(&buf[pos..]).unwrap();
                     pos += n;
-                    if let Some(close) = r {
-                        seen.push(close);
+                    if let Some(req) = r {
+                        seen.push(req.close);
                     } else if n == 0 || pos == buf.len() {
                         break;
                     }

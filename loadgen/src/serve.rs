@@ -34,6 +34,8 @@ struct Shared {
     /// The response repeated, so a batch of pipelined requests is answered by one write.
     batch: &'static [u8],
     one_len: usize,
+    /// The response head alone, for HEAD requests.
+    head_only: &'static [u8],
     delay: Duration,
     stall_after: Option<u64>,
     stall: Duration,
@@ -93,9 +95,11 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     one.resize(one.len() + cfg.body_size, b'x');
     let copies = (BATCH_BYTES / one.len()).clamp(1, BATCH_MAX);
     let batch: &'static [u8] = Vec::leak(one.repeat(copies));
+    let head_len = one.len() - cfg.body_size;
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         batch,
         one_len: one.len(),
+        head_only: &batch[..head_len],
         delay: cfg.delay,
         stall_after: cfg.stall_after,
         stall: cfg.stall,
@@ -227,25 +231,37 @@ async fn connection(mut s: TcpStream, sh: &'static Shared) {
     let mut rbuf = Vec::with_capacity(READ_BUF);
     let mut pos = 0;
     let mut framer = RequestFramer::default();
+    // After answering a HEAD mid-batch, the rest of the batch is still in the buffer.
+    let mut need_read = true;
     loop {
-        let len = rbuf.len();
-        let (res, slice) = s.read(rbuf.slice_mut(len..)).await;
-        rbuf = slice.into_inner();
-        match res {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+        if need_read {
+            let len = rbuf.len();
+            let (res, slice) = s.read(rbuf.slice_mut(len..)).await;
+            rbuf = slice.into_inner();
+            match res {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
         }
+        need_read = true;
+        // Full responses owed, then possibly one bodiless (HEAD) response after them.
         let mut n = 0u64;
+        let mut head = false;
         let mut close = false;
         let mut bad = false;
-        while !close {
+        while !close && !head {
             match framer.advance(&rbuf[pos..]) {
                 Ok((c, r)) => {
                     pos += c;
                     match r {
-                        Some(cl) => {
+                        Some(req) if req.head => {
+                            head = true;
+                            close = req.close;
+                            need_read = false;
+                        }
+                        Some(req) => {
                             n += 1;
-                            close = cl;
+                            close = req.close;
                         }
                         None if c == 0 => break,
                         None => {}
@@ -271,15 +287,21 @@ async fn connection(mut s: TcpStream, sh: &'static Shared) {
                 }
             }
         }
-        if n > 0 {
-            let reset_at = knobs(sh, n).await;
-            if let Some(m) = reset_at {
-                let _ = respond(&mut s, sh, m).await;
+        let owed = n + u64::from(head);
+        if owed > 0 {
+            if let Some(m) = knobs(sh, owed).await {
+                let _ = respond(&mut s, sh, m.min(n)).await;
                 reset(s);
                 return;
             }
             if respond(&mut s, sh, n).await.is_err() {
                 return;
+            }
+            if head {
+                let (res, _) = s.write_all(sh.head_only).await;
+                if res.is_err() {
+                    return;
+                }
             }
         }
         if bad {

@@ -96,3 +96,23 @@ fn base64_decode(s: &str) -> Vec<u8> {
     }
     out
 }
+
+#[test]
+fn head_responses_carry_no_body_even_pipelined() {
+    let s = Serve::start(&["--body-size", "1000"]);
+    let r = run_json(&[
+        "-c",
+        "2",
+        "-n",
+        "50",
+        "--pipeline",
+        "5",
+        "-m",
+        "HEAD",
+        &s.url(),
+    ]);
+    assert_eq!(u(&r, &["responses"]), 50);
+    assert_eq!(u(&r, &["errors", "parse"]), 0);
+    // "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" and nothing else, per response.
+    assert_eq!(u(&r, &["bytes_read"]), 50 * 41);
+}

@@ -186,8 +186,24 @@ fn threads_for(threads: Option<usize>, cpus: &Option<CpuList>) -> usize {
         .max(1)
 }
 
+/// Many connections need many descriptors: lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain getrlimit/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_fd_limit();
     let res = match cli.cmd {
         Some(Cmd::Serve(a)) => serve::serve(serve::ServeConfig {
             bind: a.bind,

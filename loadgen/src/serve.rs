@@ -40,6 +40,8 @@ struct Shared {
     stall_after: Option<u64>,
     stall: Duration,
     reset_every: Option<u64>,
+    /// Any of delay, stall or reset set: without them the hot path skips `knobs` entirely.
+    knobs: bool,
     /// Only touched when a test knob needs a global request count.
     seen: AtomicU64,
     /// Nanoseconds after `epoch` until which responses are held; 0 for none.
@@ -104,6 +106,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         stall_after: cfg.stall_after,
         stall: cfg.stall,
         reset_every: cfg.reset_every.filter(|&n| n > 0),
+        knobs: !cfg.delay.is_zero()
+            || cfg.stall_after.is_some()
+            || cfg.reset_every.is_some_and(|n| n > 0),
         seen: AtomicU64::new(0),
         stall_until: AtomicU64::new(0),
         epoch: Instant::now(),
@@ -289,7 +294,12 @@ async fn connection(mut s: TcpStream, sh: &'static Shared) {
         }
         let owed = n + u64::from(head);
         if owed > 0 {
-            if let Some(m) = knobs(sh, owed).await {
+            let reset_at = if sh.knobs {
+                knobs(sh, owed).await
+            } else {
+                None
+            };
+            if let Some(m) = reset_at {
                 let _ = respond(&mut s, sh, m.min(n)).await;
                 reset(s);
                 return;

@@ -484,6 +484,16 @@ mod tests {
     }
 
     #[test]
+    fn readme_section_replaced() {
+        let p = std::env::temp_dir().join(format!("bench-readme-{}.md", std::process::id()));
+        std::fs::write(&p, format!("# x\n{BEGIN}\nold\n{END}\ntail\n")).unwrap();
+        update_readme(&p, "new table").unwrap();
+        let t = std::fs::read_to_string(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(t, format!("# x\n{BEGIN}\nnew table\n{END}\ntail\n"));
+    }
+
+    #[test]
     fn proxies_have_names() {
         assert_eq!(ProxyKind::Haproxy.name(), "haproxy");
     }

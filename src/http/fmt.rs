@@ -32,13 +32,16 @@ pub fn push_hex(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&tmp[i..]);
 }
 
-/// Fixed-width lower-case hex, for ids that should all look alike.
+/// Fixed-width lower-case hex (at most 16 digits), for ids that should all look alike.
 #[inline]
 pub fn push_hex_fixed(out: &mut Vec<u8>, n: u64, digits: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for k in (0..digits).rev() {
-        out.push(HEX[((n >> (k * 4)) & 15) as usize]);
+    let digits = digits.min(16);
+    let mut tmp = [0u8; 16];
+    for (k, slot) in tmp[..digits].iter_mut().enumerate() {
+        *slot = HEX[((n >> ((digits - 1 - k) * 4)) & 15) as usize];
     }
+    out.extend_from_slice(&tmp[..digits]);
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ use std::rc::Rc;
 
 /// Upper bound for `http.max_headers`; the slots live on the stack, uninitialised until used.
 const MAX_HEADER_SLOTS: usize = 512;
+/// A client connection's first read buffer (nginx's client_header_buffer_size is 1 KiB).
+const INITIAL_READ_BUF: usize = 2048;
 
 /// What the connection does after a response.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -70,16 +72,17 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
         ip: peer.ip().to_string(),
         proto: "http",
     };
-    let mut rbuf = ConnBuf::with_capacity(4096);
+    // Small on purpose: an idle keep-alive connection holds only this buffer and its task;
+    // a larger head grows it on demand (up to http.max_head_size).
+    let mut rbuf = ConnBuf::with_capacity(INITIAL_READ_BUF);
     let mut served: u64 = 0;
     loop {
-        let mut out = worker.take_buf(4096);
-        let next = match read_request(&cell, &mut client, &mut rbuf, &mut out, served, &info).await
-        {
-            Ok((state, plan)) => {
+        let next = match read_request(&cell, &mut client, &mut rbuf, served, &info).await {
+            Ok((state, plan, mut out)) => {
                 served += 1;
                 let _inflight = InflightGuard::new(&worker);
                 let mut next = run(&state, &mut client, &mut rbuf, &mut out, &plan).await;
+                worker.give_buf(out);
                 if served >= state.config.http.max_keepalive_requests {
                     next = Next::Close;
                 }
@@ -87,7 +90,7 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
             }
             Err(HeadEnd::Gone) => Next::Close,
             Err(HeadEnd::Reject(r)) => {
-                out.clear();
+                let mut out = Vec::with_capacity(256);
                 write_error(&mut out, r.status, r.reason, true);
                 let _ = timeout(
                     cell.get().config.http.send_timeout,
@@ -97,7 +100,6 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
                 Next::Close
             }
         };
-        worker.give_buf(out);
         if next == Next::Close || worker.draining.get() {
             break;
         }
@@ -171,14 +173,16 @@ fn discard_buffered_body(rbuf: &mut ConnBuf, body: Body) -> bool {
 }
 
 /// Reads one request head (under the idle, then the header deadline) and plans its exchange.
+/// The output buffer (holding the upstream head for a
+/// forwarded request) is taken from the worker's free list only now, so idle connections
+/// hold none.
 async fn read_request(
     cell: &StateCell,
     client: &mut TcpStream,
     rbuf: &mut ConnBuf,
-    out: &mut Vec<u8>,
     served: u64,
     info: &ClientInfo,
-) -> Result<(Rc<CoreState>, Plan), HeadEnd> {
+) -> Result<(Rc<CoreState>, Plan, Vec<u8>), HeadEnd> {
     // The state is taken when bytes are there to parse, so a request that arrives after a
     // reload is served by the new config even on an old keep-alive connection.
     let mut state = cell.get();
@@ -191,9 +195,10 @@ async fn read_request(
             match request::parse(rbuf.data(), &mut slots[..n], &state.limits) {
                 Ok(Some(head)) => {
                     let len = head.head_len;
-                    let plan = plan(&state, &head, out, info);
+                    let mut out = state.worker.take_buf(4096);
+                    let plan = plan(&state, &head, &mut out, info);
                     rbuf.consume(len);
-                    return Ok((state, plan));
+                    return Ok((state, plan, out));
                 }
                 Ok(None) => {}
                 Err(r) => return Err(HeadEnd::Reject(r)),
@@ -313,5 +318,29 @@ fn hash_key(key: &HashKey, head: &RequestHead<'_>, info: &ClientInfo) -> u64 {
                 .unwrap_or(b"");
             stable_hash(v)
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn future_sizes() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let c = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
+            let cfg = std::sync::Arc::new(crate::config::builtin());
+            let published = crate::upstream::published::Published::build(&cfg, None);
+            let w = std::rc::Rc::new(super::state::WorkerCtx::new(0));
+            let cell = std::rc::Rc::new(super::state::StateCell::new(
+                super::state::CoreState::new(cfg, published, w, None),
+            ));
+            let f = super::serve_client(cell, c, addr);
+            eprintln!("serve_client future: {} bytes", std::mem::size_of_val(&f));
+        });
     }
 }

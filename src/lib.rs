@@ -2,6 +2,7 @@
 //! Module layout follows shared/design.md; dependencies point downward only.
 
 pub mod config;
+pub mod deadline;
 pub mod http;
 pub mod l4;
 pub mod proxy;

@@ -2,6 +2,7 @@
 //! upstream (same balancing, health, ejection and limits as HTTP), copying bytes both ways with
 //! io_uring reads and writes through one buffer per direction, and passing half-closes on.
 
+use crate::deadline::Watchdog;
 use crate::proxy::state::CoreState;
 use crate::upstream::balance::stable_hash;
 use crate::upstream::{Cluster, ConnectError, Outcome};
@@ -31,23 +32,26 @@ pub async fn serve_tcp(
     } else {
         0
     };
-    if let Some((upstream, _inflight)) = connect(cluster, hash).await {
+    if let Some((upstream, _inflight)) = connect(cluster, hash, &worker.watchdog).await {
         let _ = client.set_nodelay(true);
         relay(client, upstream, cluster.cfg.body_timeout).await;
     }
     worker.connections.set(worker.connections.get() - 1);
 }
 
-async fn connect(
-    cluster: &Cluster,
+/// Connects to an eligible server, trying others on failure. The connection's watch is not
+/// kept: the relay has its own idle watchdog.
+async fn connect<'a>(
+    cluster: &'a Cluster,
     hash: u64,
-) -> Option<(TcpStream, crate::upstream::InFlight<'_>)> {
+    dog: &Watchdog,
+) -> Option<(TcpStream, crate::upstream::InFlight<'a>)> {
     let mut tried = 0u64;
     for _ in 0..CONNECT_ATTEMPTS {
         let server = cluster.select(hash, tried).ok()?;
         tried |= 1u64 << (server % 64);
         let inflight = cluster.begin(server)?;
-        match cluster.connect(server, false).await {
+        match cluster.connect(server, false, dog).await {
             Ok(c) => {
                 cluster.record(server, Outcome::Success(Duration::ZERO));
                 return Some((c.stream, inflight));

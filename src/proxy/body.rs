@@ -2,11 +2,11 @@
 //! holding more than a buffer's worth: Content-Length bodies are copied as is, chunked bodies
 //! are decoded and re-encoded (normalised), close-delimited bodies are read to EOF.
 
+use crate::deadline::{Phase, Watch};
 use crate::http::buf::{write_all_reuse, ConnBuf};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::fmt::push_hex;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
-use monoio::time::timeout;
 use std::time::Duration;
 
 /// The largest read while streaming a body.
@@ -52,12 +52,15 @@ const fn dst(failure: Failure) -> BodyError {
     }
 }
 
+/// The deadlines of a copy, enforced through each side's watch.
 #[derive(Clone, Copy)]
-pub struct Deadlines {
+pub struct Deadlines<'a> {
     /// Longest wait for the next bytes from the source.
     pub read: Duration,
+    pub src: &'a Watch,
     /// Longest a single write to the destination may take.
     pub write: Duration,
+    pub dst: &'a Watch,
 }
 
 /// How the body is written out.
@@ -70,26 +73,39 @@ pub enum Encode {
 async fn fill<S: AsyncReadRent>(
     s: &mut S,
     buf: &mut ConnBuf,
-    d: &Deadlines,
+    d: &Deadlines<'_>,
 ) -> Result<(), BodyError> {
-    match timeout(d.read, buf.fill(s, STREAM_CHUNK)).await {
-        Ok(Ok(0)) => Err(src(Failure::Eof)),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(_)) => Err(src(Failure::Io)),
-        Err(_) => Err(src(Failure::Timeout)),
+    d.src.arm(d.read, Phase::Read);
+    let res = buf.fill(s, STREAM_CHUNK).await;
+    d.src.disarm();
+    match res {
+        _ if d.src.fired() => Err(src(Failure::Timeout)),
+        Ok(0) => Err(src(Failure::Eof)),
+        Ok(_) => Ok(()),
+        Err(_) => Err(src(Failure::Io)),
     }
 }
 
-async fn write<D: AsyncWriteRent>(
+/// Maps a write result, telling a deadline that fired from a plain I/O error.
+pub fn write_result(res: std::io::Result<()>, watch: &Watch) -> Result<(), BodyError> {
+    match res {
+        Ok(()) => Ok(()),
+        Err(_) if watch.fired() => Err(dst(Failure::Timeout)),
+        Err(_) => Err(dst(Failure::Io)),
+    }
+}
+
+/// Writes all of `out` (cleared after) under the destination's write deadline.
+pub async fn write<D: AsyncWriteRent>(
     dst_io: &mut D,
     out: &mut Vec<u8>,
-    d: &Deadlines,
+    watch: &Watch,
+    limit: Duration,
 ) -> Result<(), BodyError> {
-    match timeout(d.write, write_all_reuse(dst_io, out)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(dst(Failure::Io)),
-        Err(_) => Err(dst(Failure::Timeout)),
-    }
+    watch.arm(limit, Phase::Write);
+    let res = write_all_reuse(dst_io, out).await;
+    watch.disarm();
+    write_result(res, watch)
 }
 
 /// Copies exactly `n` body bytes; `buf` may already hold some of them.
@@ -98,18 +114,17 @@ pub async fn copy_length<S: AsyncReadRent, D: AsyncWriteRent>(
     buf: &mut ConnBuf,
     d_io: &mut D,
     mut n: u64,
-    d: &Deadlines,
+    d: &Deadlines<'_>,
 ) -> Result<(), BodyError> {
     while n > 0 {
         if buf.is_empty() {
             fill(s, buf, d).await?;
         }
         let k = (buf.len() as u64).min(n) as usize;
-        match timeout(d.write, buf.write_to(d_io, k)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(dst(Failure::Io)),
-            Err(_) => return Err(dst(Failure::Timeout)),
-        }
+        d.dst.arm(d.write, Phase::Write);
+        let res = buf.write_to(d_io, k).await;
+        d.dst.disarm();
+        write_result(res, d.dst)?;
         n -= k as u64;
     }
     Ok(())
@@ -133,7 +148,7 @@ pub async fn copy_chunked<S: AsyncReadRent, D: AsyncWriteRent>(
     encode: Encode,
     scratch: &mut Vec<u8>,
     limits: ChunkLimits,
-    d: &Deadlines,
+    d: &Deadlines<'_>,
 ) -> Result<(), BodyError> {
     let limit = limits.body;
     let mut dec = ChunkedDecoder::new(limits.extension, limits.trailer);
@@ -165,7 +180,7 @@ pub async fn copy_chunked<S: AsyncReadRent, D: AsyncWriteRent>(
             scratch.extend_from_slice(b"0\r\n\r\n");
         }
         if !scratch.is_empty() {
-            write(d_io, scratch, d).await?;
+            write(d_io, scratch, d.dst, d.write).await?;
         }
         if done {
             return Ok(());
@@ -180,7 +195,7 @@ pub async fn copy_to_eof<S: AsyncReadRent, D: AsyncWriteRent>(
     d_io: &mut D,
     encode: Encode,
     scratch: &mut Vec<u8>,
-    d: &Deadlines,
+    d: &Deadlines<'_>,
 ) -> Result<(), BodyError> {
     loop {
         if buf.is_empty() {
@@ -203,12 +218,12 @@ pub async fn copy_to_eof<S: AsyncReadRent, D: AsyncWriteRent>(
             scratch.extend_from_slice(buf.data());
         }
         buf.clear();
-        write(d_io, scratch, d).await?;
+        write(d_io, scratch, d.dst, d.write).await?;
     }
     if encode == Encode::Chunked {
         scratch.clear();
         scratch.extend_from_slice(b"0\r\n\r\n");
-        write(d_io, scratch, d).await?;
+        write(d_io, scratch, d.dst, d.write).await?;
     }
     Ok(())
 }

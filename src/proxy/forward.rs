@@ -7,19 +7,22 @@ use super::body::{self, BodyError, Deadlines, Encode, Failure, Side};
 use super::head::{write_response, OutFraming};
 use super::state::CoreState;
 use super::{Next, Plan};
-use crate::http::buf::{write_all_keep, write_all_reuse, ConnBuf};
+use crate::deadline::{Phase, Watch};
+use crate::http::buf::{write_all_keep, ConnBuf};
 use crate::http::request::{Body, Version};
 use crate::http::response;
 use crate::http::status::{write_error, CONTINUE_100};
 use crate::upstream::{Cluster, ConnectError, Outcome, SelectError, UpstreamConn};
 use monoio::net::TcpStream;
-use monoio::time::{timeout, Instant};
+use monoio::time::Instant;
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
 /// Upstream response heads larger than this are refused (502).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const RESPONSE_HEADER_SLOTS: usize = 128;
+/// How long an error answer may take to leave before the connection is dropped anyway.
+const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the response head told us, kept after the head's bytes are consumed.
 struct ResponsePlan {
@@ -59,6 +62,7 @@ pub async fn forward(
     state: &CoreState,
     cluster_idx: usize,
     client: &mut TcpStream,
+    cw: &Watch,
     rbuf: &mut ConnBuf,
     out: &mut Vec<u8>,
     plan: &Plan,
@@ -76,6 +80,7 @@ pub async fn forward(
     let mut ubuf = ConnBuf::from_vec(state.worker.take_buf(16 * 1024));
     let mut ex = Exchange {
         state,
+        cw,
         cluster,
         plan,
         body_left,
@@ -88,6 +93,8 @@ pub async fn forward(
 
 struct Exchange<'a> {
     state: &'a CoreState,
+    /// The client connection's watch.
+    cw: &'a Watch,
     cluster: &'a Cluster,
     plan: &'a Plan,
     body_left: Body,
@@ -116,15 +123,16 @@ impl Exchange<'_> {
             let server = match self.cluster.select(self.plan.hash, tried) {
                 Ok(s) => s,
                 Err(SelectError::AtCapacity) => {
-                    return local_error(client, out, 503, "upstream at capacity").await
+                    return local_error(client, self.cw, out, 503, "upstream at capacity").await
                 }
                 Err(SelectError::NoneAvailable) => {
-                    return local_error(client, out, 503, "no healthy upstream server").await
+                    return local_error(client, self.cw, out, 503, "no healthy upstream server")
+                        .await
                 }
             };
             tried |= 1u64 << (server % 64);
             let Some(inflight) = self.cluster.begin(server) else {
-                return local_error(client, out, 503, "upstream at capacity").await;
+                return local_error(client, self.cw, out, 503, "upstream at capacity").await;
             };
             // Status retries are only possible while another attempt is allowed.
             let may_retry = attempts < policy.attempts
@@ -153,7 +161,8 @@ impl Exchange<'_> {
                     tried &= !(1u64 << (server % 64));
                 }
                 Err(AttemptError::Stale) => {
-                    return local_error(client, out, 502, "upstream closed the connection").await
+                    return local_error(client, self.cw, out, 502, "upstream closed the connection")
+                        .await
                 }
                 Err(AttemptError::Retryable(status, why)) => {
                     let deadline_left = deadline.is_none_or(|d| Instant::now() < d);
@@ -173,7 +182,7 @@ impl Exchange<'_> {
                         continue;
                     }
                     let status = if status == 0 { 502 } else { status };
-                    return local_error(client, out, status, why).await;
+                    return local_error(client, self.cw, out, status, why).await;
                 }
             }
         }
@@ -194,7 +203,10 @@ impl Exchange<'_> {
     ) -> Result<Next, AttemptError> {
         let cluster = self.cluster;
         let cfg = &cluster.cfg;
-        let mut conn = match cluster.connect(server, allow_pooled).await {
+        let mut conn = match cluster
+            .connect(server, allow_pooled, &self.state.worker.watchdog)
+            .await
+        {
             Ok(c) => c,
             Err(ConnectError::Saturated) => {
                 return Err(AttemptError::Retryable(0, "upstream at capacity"))
@@ -209,7 +221,10 @@ impl Exchange<'_> {
             }
         };
         let sent_at = cluster.tracks_latency.then(std::time::Instant::now);
-        if write_all_keep(&mut conn.stream, out).await.is_err() {
+        conn.watch.arm(cfg.body_timeout, Phase::Write);
+        let written = write_all_keep(&mut conn.stream, out).await;
+        conn.watch.disarm();
+        if written.is_err() {
             if conn.reused && self.resendable {
                 return Err(AttemptError::Stale);
             }
@@ -265,7 +280,9 @@ impl Exchange<'_> {
             }
             Err(HeadError::Bad(why)) => {
                 cluster.record(server, Outcome::Failure);
-                return Err(AttemptError::Done(local_error(client, out, 502, why).await));
+                return Err(AttemptError::Done(
+                    local_error(client, self.cw, out, 502, why).await,
+                ));
             }
             Err(HeadError::RetryStatus(status)) => {
                 let rtt = sent_at.map(|t| t.elapsed()).unwrap_or_default();
@@ -300,24 +317,28 @@ impl Exchange<'_> {
         let http = &self.state.config.http;
         let client_deadlines = Deadlines {
             read: self.cluster.cfg.body_timeout,
+            src: &conn.watch,
             write: http.send_timeout,
+            dst: self.cw,
         };
         let body_result = match resp.framing {
-            OutFraming::NoBody => write_client(client, out, http.send_timeout).await,
+            OutFraming::NoBody => write_client(client, self.cw, out, http.send_timeout).await,
             OutFraming::Length(n) if ubuf.len() as u64 >= n => {
                 // The whole body is here: one write for head and body.
                 out.extend_from_slice(&ubuf.data()[..n as usize]);
                 ubuf.consume(n as usize);
-                write_client(client, out, http.send_timeout).await
+                write_client(client, self.cw, out, http.send_timeout).await
             }
-            OutFraming::Length(n) => match write_client(client, out, http.send_timeout).await {
+            OutFraming::Length(n) => match write_client(client, self.cw, out, http.send_timeout)
+                .await
+            {
                 Ok(()) => {
                     body::copy_length(&mut conn.stream, ubuf, client, n, &client_deadlines).await
                 }
                 Err(e) => Err(e),
             },
             OutFraming::Chunked | OutFraming::Close => {
-                match write_client(client, out, http.send_timeout).await {
+                match write_client(client, self.cw, out, http.send_timeout).await {
                     Ok(()) if resp.body == Body::Chunked => {
                         body::copy_chunked(
                             &mut conn.stream,
@@ -378,7 +399,7 @@ impl Exchange<'_> {
         if self.plan.expect_continue && rbuf.is_empty() {
             let mut cont = Vec::with_capacity(CONTINUE_100.len());
             cont.extend_from_slice(CONTINUE_100);
-            if write_client(client, &mut cont, http.send_timeout)
+            if write_client(client, self.cw, &mut cont, http.send_timeout)
                 .await
                 .is_err()
             {
@@ -387,7 +408,9 @@ impl Exchange<'_> {
         }
         let deadlines = Deadlines {
             read: http.body_timeout,
+            src: self.cw,
             write: upstream_write_timeout,
+            dst: &conn.watch,
         };
         // `out` holds the request head; the chunk scratch must not clobber it before a failure
         // answer is written, so it gets a buffer of its own.
@@ -431,7 +454,7 @@ impl Exchange<'_> {
                 side: Side::Dst, ..
             }) => (502, "upstream stopped reading the request body"),
         };
-        Some(local_error(client, out, status, why).await)
+        Some(local_error(client, self.cw, out, status, why).await)
     }
 }
 
@@ -446,7 +469,6 @@ async fn read_response_head(
     keep_wanted: bool,
     retry_statuses: &[u16],
 ) -> Result<ResponsePlan, HeadError> {
-    let deadline = Instant::now() + wait;
     let mut received_any = false;
     loop {
         if !ubuf.is_empty() {
@@ -504,47 +526,41 @@ async fn read_response_head(
                 Err(e) => return Err(HeadError::Bad(e.0)),
             }
         }
-        match monoio::time::timeout_at(deadline, ubuf.fill(&mut conn.stream, MAX_RESPONSE_HEAD))
-            .await
-        {
-            Ok(Ok(0)) if !received_any => return Err(HeadError::Empty),
-            Ok(Ok(0)) => return Err(HeadError::Bad("upstream closed inside the response head")),
-            Ok(Ok(_)) => received_any = true,
-            Ok(Err(_)) if !received_any => return Err(HeadError::Empty),
-            Ok(Err(_)) => return Err(HeadError::Io),
-            Err(_) => return Err(HeadError::Timeout),
+        // On timeout the connection is dropped, so both directions may be shut.
+        conn.watch.arm(wait, Phase::Write);
+        let res = ubuf.fill(&mut conn.stream, MAX_RESPONSE_HEAD).await;
+        conn.watch.disarm();
+        match res {
+            _ if conn.watch.fired() => return Err(HeadError::Timeout),
+            Ok(0) if !received_any => return Err(HeadError::Empty),
+            Ok(0) => return Err(HeadError::Bad("upstream closed inside the response head")),
+            Ok(_) => received_any = true,
+            Err(_) if !received_any => return Err(HeadError::Empty),
+            Err(_) => return Err(HeadError::Io),
         }
     }
 }
 
 async fn write_client(
     client: &mut TcpStream,
+    cw: &Watch,
     out: &mut Vec<u8>,
     send_timeout: Duration,
 ) -> Result<(), BodyError> {
-    match timeout(send_timeout, write_all_reuse(client, out)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(BodyError {
-            side: Side::Dst,
-            failure: Failure::Io,
-        }),
-        Err(_) => Err(BodyError {
-            side: Side::Dst,
-            failure: Failure::Timeout,
-        }),
-    }
+    body::write(client, out, cw, send_timeout).await
 }
 
 /// Answers the client with an error of Ringway's own and closes: after a failed exchange the
 /// request body may be half-read, so the connection's framing is no longer certain.
 pub async fn local_error(
     client: &mut TcpStream,
+    cw: &Watch,
     out: &mut Vec<u8>,
     status: u16,
     why: &str,
 ) -> Next {
     out.clear();
     write_error(out, status, why, true);
-    let _ = timeout(Duration::from_secs(5), write_all_reuse(client, out)).await;
+    let _ = body::write(client, out, cw, ERROR_SEND_TIMEOUT).await;
     Next::Close
 }

@@ -7,7 +7,8 @@ pub mod head;
 pub mod state;
 
 use crate::config::{Action, HashKey};
-use crate::http::buf::{write_all_reuse, ConnBuf};
+use crate::deadline::{Phase, Watch};
+use crate::http::buf::ConnBuf;
 use crate::http::request::{self, Body, RequestHead, Version};
 use crate::http::status::write_error;
 use crate::http::Reject;
@@ -15,10 +16,10 @@ use crate::route::strip_prefix;
 use crate::upstream::balance::stable_hash;
 use head::{ClientInfo, UpstreamHead};
 use monoio::net::TcpStream;
-use monoio::time::{timeout, timeout_at, Instant};
 use state::{CoreState, InflightGuard, StateCell};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 /// Upper bound for `http.max_headers`; the slots live on the stack, uninitialised until used.
@@ -68,6 +69,8 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
     let worker = cell.get().worker.clone();
     worker.connections.set(worker.connections.get() + 1);
     let _ = client.set_nodelay(true);
+    // Declared after `client` so it is dropped first: no armed watch outlives its socket.
+    let watch = worker.watchdog.watch(client.as_raw_fd());
     let info = ClientInfo {
         ip: peer.ip().to_string(),
         proto: "http",
@@ -77,11 +80,11 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
     let mut rbuf = ConnBuf::with_capacity(INITIAL_READ_BUF);
     let mut served: u64 = 0;
     loop {
-        let next = match read_request(&cell, &mut client, &mut rbuf, served, &info).await {
+        let next = match read_request(&cell, &mut client, &watch, &mut rbuf, served, &info).await {
             Ok((state, plan, mut out)) => {
                 served += 1;
                 let _inflight = InflightGuard::new(&worker);
-                let mut next = run(&state, &mut client, &mut rbuf, &mut out, &plan).await;
+                let mut next = run(&state, &mut client, &watch, &mut rbuf, &mut out, &plan).await;
                 worker.give_buf(out);
                 if served >= state.config.http.max_keepalive_requests {
                     next = Next::Close;
@@ -92,11 +95,8 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
             Err(HeadEnd::Reject(r)) => {
                 let mut out = Vec::with_capacity(256);
                 write_error(&mut out, r.status, r.reason, true);
-                let _ = timeout(
-                    cell.get().config.http.send_timeout,
-                    write_all_reuse(&mut client, &mut out),
-                )
-                .await;
+                let send_timeout = cell.get().config.http.send_timeout;
+                let _ = body::write(&mut client, &mut out, &watch, send_timeout).await;
                 Next::Close
             }
         };
@@ -110,13 +110,14 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
 async fn run(
     state: &CoreState,
     client: &mut TcpStream,
+    cw: &Watch,
     rbuf: &mut ConnBuf,
     out: &mut Vec<u8>,
     plan: &Plan,
 ) -> Next {
     match plan.action {
         PlanAction::Forward(cluster) => {
-            forward::forward(state, cluster, client, rbuf, out, plan).await
+            forward::forward(state, cluster, client, cw, rbuf, out, plan).await
         }
         PlanAction::Static(route) => {
             let keep = plan.keep_alive
@@ -134,7 +135,7 @@ async fn run(
                     out.extend_from_slice(&s.body);
                 }
             }
-            finish_local(state, client, out, keep).await
+            finish_local(state, client, cw, out, keep).await
         }
         PlanAction::Error(status, why) => {
             let keep = plan.keep_alive
@@ -142,7 +143,7 @@ async fn run(
                 && !state.worker.draining.get();
             out.clear();
             write_error(out, status, why, !keep);
-            finish_local(state, client, out, keep).await
+            finish_local(state, client, cw, out, keep).await
         }
     }
 }
@@ -150,11 +151,12 @@ async fn run(
 async fn finish_local(
     state: &CoreState,
     client: &mut TcpStream,
+    cw: &Watch,
     out: &mut Vec<u8>,
     keep: bool,
 ) -> Next {
-    match timeout(state.config.http.send_timeout, write_all_reuse(client, out)).await {
-        Ok(Ok(())) if keep => Next::KeepAlive,
+    match body::write(client, out, cw, state.config.http.send_timeout).await {
+        Ok(()) if keep => Next::KeepAlive,
         _ => Next::Close,
     }
 }
@@ -179,6 +181,7 @@ fn discard_buffered_body(rbuf: &mut ConnBuf, body: Body) -> bool {
 async fn read_request(
     cell: &StateCell,
     client: &mut TcpStream,
+    cw: &Watch,
     rbuf: &mut ConnBuf,
     served: u64,
     info: &ClientInfo,
@@ -186,7 +189,7 @@ async fn read_request(
     // The state is taken when bytes are there to parse, so a request that arrives after a
     // reload is served by the new config even on an old keep-alive connection.
     let mut state = cell.get();
-    let mut deadline: Option<Instant> = None;
+    let mut head_started = false;
     loop {
         let http = &state.config.http;
         if !rbuf.is_empty() {
@@ -194,6 +197,7 @@ async fn read_request(
             let n = http.max_headers.min(MAX_HEADER_SLOTS);
             match request::parse(rbuf.data(), &mut slots[..n], &state.limits) {
                 Ok(Some(head)) => {
+                    cw.disarm();
                     let len = head.head_len;
                     let mut out = state.worker.take_buf(4096);
                     let plan = plan(&state, &head, &mut out, info);
@@ -201,30 +205,38 @@ async fn read_request(
                     return Ok((state, plan, out));
                 }
                 Ok(None) => {}
-                Err(r) => return Err(HeadEnd::Reject(r)),
+                Err(r) => {
+                    cw.disarm();
+                    return Err(HeadEnd::Reject(r));
+                }
             }
             // The first byte of a head starts its deadline: a slow sender gets the whole head's
             // time, not a fresh wait per byte.
-            if deadline.is_none() {
-                deadline = Some(Instant::now() + http.header_timeout);
+            if !head_started {
+                head_started = true;
+                cw.arm(http.header_timeout, Phase::Read);
             }
+        } else if !head_started {
+            let idle = if served == 0 {
+                http.header_timeout
+            } else {
+                http.keepalive_timeout
+            };
+            cw.arm(idle, Phase::Read);
         }
-        let res = match deadline {
-            Some(d) => timeout_at(d, rbuf.fill(client, http.max_head_size)).await,
-            None => {
-                let idle = if served == 0 {
-                    http.header_timeout
-                } else {
-                    http.keepalive_timeout
-                };
-                timeout(idle, rbuf.fill(client, http.max_head_size)).await
-            }
-        };
+        let res = rbuf.fill(client, http.max_head_size).await;
         match res {
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(HeadEnd::Gone),
-            Ok(Ok(_)) => state = cell.get(),
-            Err(_) if rbuf.is_empty() => return Err(HeadEnd::Gone),
-            Err(_) => return Err(HeadEnd::Reject(Reject::new(408, "request head timed out"))),
+            // The deadline shut the read side: an idle connection just closes, a half-sent
+            // head gets its 408 (the write side still works).
+            _ if cw.fired() && rbuf.is_empty() => return Err(HeadEnd::Gone),
+            _ if cw.fired() => {
+                return Err(HeadEnd::Reject(Reject::new(408, "request head timed out")))
+            }
+            Ok(0) | Err(_) => {
+                cw.disarm();
+                return Err(HeadEnd::Gone);
+            }
+            Ok(_) => state = cell.get(),
         }
     }
 }

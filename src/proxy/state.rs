@@ -17,6 +17,8 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct WorkerCtx {
     pub id: usize,
+    /// Deadlines of this worker's client and upstream sockets.
+    pub watchdog: crate::deadline::Watchdog,
     pub draining: Cell<bool>,
     /// Requests between head parsed and response finished.
     pub inflight: Cell<usize>,

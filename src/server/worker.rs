@@ -24,7 +24,10 @@ pub struct WorkerReport {
     pub abandoned: usize,
 }
 
-const TICK: Duration = Duration::from_millis(100);
+/// The control tick: deadline sweeps run on every one, the rest less often.
+const TICK: Duration = crate::deadline::SWEEP_EVERY;
+/// Pool trimming runs every this many ticks (250 ms).
+const TRIM_EVERY: u64 = 10;
 
 pub fn run(
     id: usize,
@@ -81,6 +84,7 @@ async fn worker_main(
     while !shared.shutdown.load(Ordering::Acquire) {
         monoio::time::sleep(TICK).await;
         ticks += 1;
+        ctx.watchdog.sweep();
         let g = shared.generation.load(Ordering::Acquire);
         if g != generation {
             generation = g;
@@ -94,7 +98,7 @@ async fn worker_main(
                 Some(&old),
             ));
         }
-        if ticks % 2 == 0 {
+        if ticks % TRIM_EVERY == 0 {
             let now = Instant::now();
             for c in &current.get().clusters {
                 c.trim(now);
@@ -112,6 +116,8 @@ async fn worker_main(
     let deadline = Instant::now() + drain_timeout;
     while ctx.inflight.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
+        // Deadlines keep firing while draining, or a stuck client could hold the drain open.
+        ctx.watchdog.sweep();
     }
     let state = current.get();
     Ok(WorkerReport {

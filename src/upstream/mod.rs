@@ -10,6 +10,7 @@ pub mod published;
 pub mod retry;
 
 use crate::config::{AllDown, Server, Upstream};
+use crate::deadline::{Watch, Watchdog};
 use balance::{Balancer, Rng};
 use latency::PeakEwma;
 use monoio::net::TcpStream;
@@ -18,6 +19,8 @@ use published::{now_ms, PublishedServer, PublishedUpstream};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,6 +110,8 @@ pub struct Cluster {
 /// An upstream connection checked out for one attempt.
 pub struct UpstreamConn {
     pub stream: TcpStream,
+    /// Deadlines for this connection's reads and writes; travels with it through the pool.
+    pub watch: Rc<Watch>,
     pub server: usize,
     /// Came from the pool: the upstream may have closed it while it sat idle.
     pub reused: bool,
@@ -274,13 +279,15 @@ impl Cluster {
         &self,
         server: usize,
         allow_pooled: bool,
+        dog: &Watchdog,
     ) -> Result<UpstreamConn, ConnectError> {
         let s = &self.servers[server];
         if allow_pooled {
-            if let Some(stream) = s.pool.borrow_mut().checkout() {
+            if let Some((stream, watch)) = s.pool.borrow_mut().checkout() {
                 s.reused.set(s.reused.get() + 1);
                 return Ok(UpstreamConn {
                     stream,
+                    watch,
                     server,
                     reused: true,
                 });
@@ -308,8 +315,10 @@ impl Cluster {
         };
         let _ = stream.set_nodelay(true);
         s.opened.set(s.opened.get() + 1);
+        let watch = dog.watch(stream.as_raw_fd());
         Ok(UpstreamConn {
             stream,
+            watch,
             server,
             reused: false,
         })
@@ -319,7 +328,7 @@ impl Cluster {
         self.servers[conn.server]
             .pool
             .borrow_mut()
-            .checkin(conn.stream);
+            .checkin(conn.stream, conn.watch);
     }
 
     /// Feeds an attempt's outcome to passive health and the latency tracker.

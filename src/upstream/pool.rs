@@ -2,12 +2,15 @@
 //! connections are reused and the rest age at the cold end, where the trimmer closes a few per
 //! tick instead of letting hundreds expire (and hit the upstream) in the same instant.
 
+use crate::deadline::Watch;
 use monoio::net::TcpStream;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 struct Idle {
     stream: TcpStream,
+    watch: Rc<Watch>,
     since: Instant,
 }
 
@@ -26,16 +29,17 @@ impl Pool {
 
     /// The most recently used idle connection, if any.
     #[inline]
-    pub fn checkout(&mut self) -> Option<TcpStream> {
-        self.idle.pop_back().map(|i| i.stream)
+    pub fn checkout(&mut self) -> Option<(TcpStream, Rc<Watch>)> {
+        self.idle.pop_back().map(|i| (i.stream, i.watch))
     }
 
     /// Returns a connection that finished a response cleanly; beyond `max_idle` it is closed.
     #[inline]
-    pub fn checkin(&mut self, stream: TcpStream) {
+    pub fn checkin(&mut self, stream: TcpStream, watch: Rc<Watch>) {
         if self.idle.len() < self.max_idle {
             self.idle.push_back(Idle {
                 stream,
+                watch,
                 since: Instant::now(),
             });
         }

@@ -23,6 +23,8 @@ fn reuseport_socket(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpL
         s.set_only_v6(true)?;
     }
     s.set_nodelay(true)?;
+    // The legacy (epoll) driver needs it; io_uring does not care.
+    s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(backlog)?;
     Ok(s.into())

@@ -274,3 +274,27 @@ fn default_config_serves_welcome_page_on_8080() {
     assert_eq!(code, 200);
     assert!(body.contains("Welcome to Ringway"), "{body}");
 }
+
+#[test]
+fn legacy_driver_serves_and_drains() {
+    // Whatever the suite's environment, this one runs on the epoll driver: a blocking listener
+    // once stalled that driver's thread in accept after the first connection.
+    let up = Upstream::start("a");
+    let mut rw = Ringway::start_n(
+        &simple_config(&[up.addr], "", ""),
+        1,
+        &[("RINGWAY_FORCE_LEGACY", "1")],
+    );
+    for i in 0..3 {
+        // A fresh connection each time: the accept loop must come back for more.
+        let r = raw_exchange(
+            rw.addr(),
+            format!("GET /{i} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.text(), format!("a GET /{i}"));
+    }
+    let (status, stderr) = rw.stop();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("legacy"), "driver not reported: {stderr}");
+    assert_eq!(worker_stats(&stderr).0, 3, "{stderr}");
+}

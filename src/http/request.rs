@@ -79,11 +79,11 @@ pub fn parse<'a>(
         return Err(Reject::new(431, "request head too large"));
     }
     let head = &buf[..head_len];
-    check_line_endings(head)?;
     let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
     if line_end > limits.max_request_line {
         return Err(Reject::new(414, "request line too long"));
     }
+    check_line_endings(head, line_end, req.headers)?;
 
     let (Some(method), Some(target), Some(v)) = (req.method, req.path, req.version) else {
         return Err(Reject::new(400, "incomplete request line"));
@@ -110,12 +110,14 @@ pub fn parse<'a>(
                 if host.is_some() {
                     return Err(Reject::new(400, "more than one Host header"));
                 }
-                let v = std::str::from_utf8(h.value)
-                    .map_err(|_| Reject::new(400, "invalid Host header"))?;
-                if !valid_host(v) {
+                if !valid_host(h.value) {
                     return Err(Reject::new(400, "invalid Host header"));
                 }
-                host = Some(v);
+                // valid_host admits ASCII bytes only, so this cannot fail.
+                host = Some(
+                    std::str::from_utf8(h.value)
+                        .map_err(|_| Reject::new(400, "invalid Host header"))?,
+                );
             }
             Class::ContentLength => {
                 if length.is_some() {
@@ -199,20 +201,26 @@ fn partial<'a>(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead<'a>>, R
 }
 
 /// httparse accepts a bare LF as a line ending; a peer that does not would see different
-/// headers, so we refuse it (RFC 9112 §2.2 allows either choice). httparse already refuses a CR
-/// that is not followed by LF, so equal counts of CR and LF mean every LF has its CR: one
-/// vectorised pass instead of a search per line.
-fn check_line_endings(head: &[u8]) -> Result<(), Reject> {
-    let (mut cr, mut lf) = (0usize, 0usize);
-    for &b in head {
-        cr += (b == b'\r') as usize;
-        lf += (b == b'\n') as usize;
+/// headers, so we refuse it (RFC 9112 §2.2 allows either choice). A LF can only end a line
+/// (httparse refuses it elsewhere, and obs-fold), so checking the byte before each line's end
+/// covers the head in O(lines): the request line, each header (after any trailing
+/// whitespace), and the final empty line.
+fn check_line_endings(head: &[u8], line_end: usize, headers: &[Header<'_>]) -> Result<(), Reject> {
+    const BARE_LF: Reject = Reject::new(400, "bare LF in request head");
+    if line_end == 0 || head[line_end - 1] != b'\r' || !head.ends_with(b"\r\n\r\n") {
+        return Err(BARE_LF);
     }
-    if cr == lf {
-        Ok(())
-    } else {
-        Err(Reject::new(400, "bare LF in request head"))
+    let base = head.as_ptr() as usize;
+    for h in headers {
+        let mut i = h.value.as_ptr() as usize - base + h.value.len();
+        while i < head.len() && (head[i] == b' ' || head[i] == b'\t') {
+            i += 1;
+        }
+        if head.get(i) != Some(&b'\r') {
+            return Err(BARE_LF);
+        }
     }
+    Ok(())
 }
 
 /// Turns the request target into the origin-form path to forward, plus the authority when the
@@ -243,7 +251,7 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
     };
     if authority.is_empty()
         || authority.contains('@')
-        || !valid_host(authority)
+        || !valid_host(authority.as_bytes())
         || path.contains('#')
     {
         return Err(Reject::new(400, "invalid request target"));
@@ -262,37 +270,37 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// uri-host [":" port]: reg-name characters or an IPv6 literal, and digits after the colon.
-fn valid_host(v: &str) -> bool {
+fn valid_host(v: &[u8]) -> bool {
     if v.is_empty() || v.len() > 255 {
         return false;
     }
-    let (name_ok, port) = if let Some(rest) = v.strip_prefix('[') {
-        let Some(i) = rest.find(']') else {
+    let (name_ok, port) = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(i) = rest.iter().position(|b| *b == b']') else {
             return false;
         };
         let literal_ok = i > 0
             && rest[..i]
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || *b == b':' || *b == b'.');
         let after = &rest[i + 1..];
-        let port = match after.strip_prefix(':') {
+        let port = match after.strip_prefix(b":") {
             Some(p) => Some(p),
             None if after.is_empty() => None,
             None => return false,
         };
         (literal_ok, port)
     } else {
-        let (name, port) = match v.rfind(':') {
+        let (name, port) = match v.iter().rposition(|b| *b == b':') {
             Some(i) => (&v[..i], Some(&v[i + 1..])),
             None => (v, None),
         };
         (
-            !name.is_empty() && name.bytes().all(|b| REG_NAME[b as usize]),
+            !name.is_empty() && name.iter().all(|b| REG_NAME[*b as usize]),
             port,
         )
     };
     let port_ok =
-        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
     name_ok && port_ok
 }
 
@@ -443,6 +451,11 @@ mod tests {
             Err(400)
         );
         assert_eq!(run(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), Err(400));
+        assert_eq!(run(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), Err(400));
+        assert_eq!(run(b"GET / HTTP/1.1\r\nHost: a\r\n\n"), Err(400));
+        assert_eq!(run(b"GET / HTTP/1.1\r\nHost: a  \nX: b\r\n\r\n"), Err(400));
+        assert_eq!(run(b"GET / HTTP/1.1\r\nX:\nHost: a\r\n\r\n"), Err(400));
+        assert!(run(b"GET / HTTP/1.1\r\nHost: a  \r\nX:\r\n\r\n").is_ok());
         assert_eq!(run(b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
         assert_eq!(run(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), Err(400));
         assert_eq!(

@@ -231,3 +231,40 @@ fn upstream_connection_close_is_honoured_and_client_stays_open() {
     // Each request needed a fresh upstream connection: none was pooled after a close.
     assert_eq!(up.accepted(), 3);
 }
+
+#[test]
+fn http10_client_gets_close_delimited_body_from_chunked_upstream() {
+    let up = Upstream::with(|_| Reply::ok("streamed to an old client").chunked());
+    let rw = Ringway::start(&simple_config(&[up.addr], "", ""));
+    let mut s = connect(rw.addr());
+    s.write_all(b"GET /old HTTP/1.0\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(
+        !resp.has("transfer-encoding"),
+        "chunked sent to HTTP/1.0: {:?}",
+        resp.headers
+    );
+    assert_eq!(resp.text(), "streamed to an old client");
+}
+
+#[test]
+fn http10_keepalive_is_honoured_when_asked() {
+    let up = Upstream::start("a");
+    let rw = Ringway::start(&simple_config(&[up.addr], "", ""));
+    let mut s = connect(rw.addr());
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    s.write_all(b"GET /1 HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!(resp.text(), "a GET /1");
+    assert!(resp
+        .header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("keep-alive")));
+    // Without keep-alive, HTTP/1.0 closes after the response.
+    s.write_all(b"GET /2 HTTP/1.0\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut r, false).unwrap().text(), "a GET /2");
+    assert!(closed_by_peer(&mut r));
+}

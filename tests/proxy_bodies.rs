@@ -15,6 +15,7 @@ const RSS_LIMIT_KIB: u64 = 40 * 1024;
 fn assert_rss_bounded(rw: &Ringway, what: &str) {
     let hwm = rw.proc_status_kib("VmHWM");
     let rss = rw.proc_status_kib("VmRSS");
+    eprintln!("{what}: proxy VmHWM {hwm} KiB, VmRSS {rss} KiB");
     assert!(
         hwm < RSS_LIMIT_KIB,
         "{what}: proxy peak RSS {hwm} KiB (now {rss} KiB): the body was buffered"

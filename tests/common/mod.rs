@@ -619,6 +619,8 @@ pub struct Reply {
     pub close_without_reply: bool,
     /// Close after this reply (and say so with Connection: close).
     pub close_after: bool,
+    /// Close after this reply without saying so, as a server whose keep-alive timer expired.
+    pub silent_close: bool,
 }
 
 impl Reply {
@@ -634,6 +636,7 @@ impl Reply {
             hang: false,
             close_without_reply: false,
             close_after: false,
+            silent_close: false,
         }
     }
     pub fn status(mut self, s: u16) -> Self {
@@ -679,6 +682,8 @@ type Handler = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 pub struct Upstream {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
+    /// Connections whose handler has finished (closed by either side).
+    pub finished: Arc<AtomicUsize>,
     requests: Arc<Mutex<Vec<Recorded>>>,
     stop: Arc<AtomicBool>,
 }
@@ -696,11 +701,13 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Handler = Arc::new(handler);
         {
             let accepted = accepted.clone();
+            let finished = finished.clone();
             let requests = requests.clone();
             let stop = stop.clone();
             thread::spawn(move || {
@@ -712,8 +719,10 @@ impl Upstream {
                     let id = accepted.fetch_add(1, Ordering::AcqRel);
                     let requests = requests.clone();
                     let handler = handler.clone();
+                    let finished = finished.clone();
                     thread::spawn(move || {
                         let _ = serve_conn(id, stream, &requests, &handler);
+                        finished.fetch_add(1, Ordering::AcqRel);
                     });
                 }
             });
@@ -721,6 +730,7 @@ impl Upstream {
         Upstream {
             addr,
             accepted,
+            finished,
             requests,
             stop,
         }
@@ -728,6 +738,10 @@ impl Upstream {
 
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::Acquire)
+    }
+
+    pub fn finished(&self) -> usize {
+        self.finished.load(Ordering::Acquire)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -885,7 +899,7 @@ fn serve_conn(
             }
         }
         w.flush()?;
-        if reply.close_after || client_close {
+        if reply.close_after || reply.silent_close || client_close {
             let _ = w.shutdown(Shutdown::Both);
             return Ok(());
         }

@@ -200,7 +200,11 @@ async fn read_request(
                     cw.disarm();
                     let len = head.head_len;
                     let mut out = state.worker.take_buf(4096);
-                    let plan = plan(&state, &head, &mut out, info);
+                    let mut plan = plan(&state, &head, &mut out, info);
+                    // The last request a connection may carry says so in its response.
+                    if served + 1 >= http.max_keepalive_requests {
+                        plan.keep_alive = false;
+                    }
                     rbuf.consume(len);
                     return Ok((state, plan, out));
                 }

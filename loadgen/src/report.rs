@@ -13,6 +13,8 @@ use crate::stats::{percentiles, Errors, Latency};
 
 /// Below this share of the target rate an open-loop run says plainly that it fell short.
 pub const RATE_SHORTFALL: f64 = 0.95;
+/// Generator lag worth a note: beyond monoio's 1 ms timer resolution plus scheduling noise.
+const LAG_NOTE_US: f64 = 5_000.0;
 
 /// Settings echoed into the report.
 pub struct RunInfo {
@@ -37,6 +39,10 @@ pub struct JsonReport {
     pub errors: Errors,
     pub latency_us: Latency,
     pub percentiles: Vec<(f64, f64)>,
+    /// Open loop only: the latest this generator sent a request on an idle connection, after
+    /// its due time (its own lag, not counted as latency). Large values mean it was starved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_lag_max_us: Option<f64>,
 }
 
 impl JsonReport {
@@ -64,6 +70,7 @@ impl JsonReport {
             errors: r.counts.errors,
             latency_us: Latency::of(&r.hist),
             percentiles: percentiles(&r.hist),
+            send_lag_max_us: info.target_rps.map(|_| r.counts.max_lag_ns as f64 / 1000.0),
         }
     }
 
@@ -157,6 +164,14 @@ pub fn table(j: &JsonReport, out: &mut impl Write) -> io::Result<()> {
         "  errors       connect {} reset {} timeout {} parse {} status 4xx {} 5xx {}",
         e.connect, e.reset, e.timeout, e.parse, e.status_4xx, e.status_5xx
     )?;
+    if let Some(lag) = j.send_lag_max_us.filter(|&l| l >= LAG_NOTE_US) {
+        writeln!(
+            out,
+            "  note         sends on idle connections ran up to {} behind schedule (this \
+             generator was short of CPU); that lag is not counted as latency",
+            fmt_us(lag)
+        )?;
+    }
     if let Some(w) = j.shortfall() {
         writeln!(out, "{w}")?;
     }

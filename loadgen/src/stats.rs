@@ -55,6 +55,8 @@ pub struct Counters {
     pub responses: u64,
     pub bytes_read: u64,
     pub errors: Errors,
+    /// Open loop: the latest an idle connection sent after the due time (generator lag, ns).
+    pub max_lag_ns: u64,
 }
 
 impl Counters {
@@ -63,6 +65,7 @@ impl Counters {
         self.responses += o.responses;
         self.bytes_read += o.bytes_read;
         self.errors.add(&o.errors);
+        self.max_lag_ns = self.max_lag_ns.max(o.max_lag_ns);
     }
 }
 
@@ -116,6 +119,12 @@ impl ThreadStats {
             Failure::Timeout => e.timeout += n,
             Failure::Parse => e.parse += n,
         }
+    }
+
+    #[inline]
+    pub fn lag(&mut self, ns: u64) {
+        let c = &mut self.interval_counts;
+        c.max_lag_ns = c.max_lag_ns.max(ns);
     }
 
     #[inline]

@@ -280,10 +280,16 @@ impl<D: Dial> Conn<D> {
         }
     }
 
-    /// Open loop: request `j` leaves at its due time, or at once when the connection is behind,
-    /// and its latency counts from the due time (coordinated-omission correction).
+    /// Open loop: request `j` leaves at its due time, or at once when the connection is behind.
+    ///
+    /// Latency start (the coordinated-omission correction): when the connection was still busy
+    /// with the previous exchange at the due time, the server made this request wait, so its
+    /// latency counts from the due time, as wrk2 does. When the connection was idle, any delay
+    /// past the due time is this generator's own (timer resolution, CPU starved by neighbours),
+    /// so latency counts from when the request actually went out, and the lag is reported apart.
     pub async fn run_open(mut self, mut stream: Option<D::Stream>, tt: Timetable, first: u64) {
         let mut j = first;
+        let mut ready_at = tt.t0;
         while let Some(due) = tt.due(j) {
             let measured = tt.measured(j);
             j += tt.connections;
@@ -292,21 +298,33 @@ impl<D: Dial> Conn<D> {
                     monoio::time::sleep_until(wake.into()).await;
                 }
             }
+            let woke = Instant::now();
+            let start = if ready_at > due {
+                due
+            } else {
+                if measured {
+                    let lag = woke.saturating_duration_since(due).as_nanos() as u64;
+                    self.ctx.stats.borrow_mut().lag(lag);
+                }
+                woke
+            };
             let mut s = match stream.take() {
                 Some(s) => s,
                 None => match self.connect(measured, 1).await {
                     Some(s) => s,
                     // The timetable paces retries: the next attempt is the next due request.
-                    None => continue,
+                    None => {
+                        ready_at = Instant::now();
+                        continue;
+                    }
                 },
             };
-            // Early by at most TIMER_SLACK: count from the real send then, never from the future.
-            let start = Instant::now().min(due);
             match self.exchange(&mut s, 1, start, measured).await {
                 Ok(true) => stream = Some(s),
                 Ok(false) => {}
                 Err(l) => self.fail(measured, l.kind, l.requests),
             }
+            ready_at = Instant::now();
         }
     }
 }

@@ -298,3 +298,33 @@ fn legacy_driver_serves_and_drains() {
     assert!(stderr.contains("legacy"), "driver not reported: {stderr}");
     assert_eq!(worker_stats(&stderr).0, 3, "{stderr}");
 }
+
+#[test]
+fn sighup_reloads_the_config_and_refuses_a_broken_one() {
+    let cfg = |body: &str| {
+        format!(
+            "[runtime]\nworkers = 1\n[[listener]]\nname = \"main\"\nbind = \"127.0.0.1:0\"\n\
+             [[route]]\nrespond = {{ status = 200, body = \"{body}\" }}\n"
+        )
+    };
+    let rw = Ringway::start(&cfg("v1"));
+    let path = rw.config_path.clone().unwrap();
+    assert_eq!(get(&rw.url("/")).1, "v1");
+    // The listener's port must stay what it is: keep the bound address in the new file.
+    let pinned = |text: String| text.replace("127.0.0.1:0", &rw.addr().to_string());
+    std::fs::write(&path, pinned(cfg("v2"))).unwrap();
+    rw.signal("HUP");
+    wait_for(DEADLINE, "the new config to serve", || {
+        (get(&rw.url("/")).1 == "v2").then_some(())
+    });
+    std::fs::write(&path, "[[listener]]\nbogus = 1\n").unwrap();
+    rw.signal("HUP");
+    wait_for(DEADLINE, "the reload to be refused", || {
+        rw.stderr().contains("refused").then_some(())
+    });
+    assert_eq!(
+        get(&rw.url("/")).1,
+        "v2",
+        "a broken reload replaced the config"
+    );
+}

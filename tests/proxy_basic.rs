@@ -268,3 +268,25 @@ fn http10_keepalive_is_honoured_when_asked() {
     assert_eq!(read_response(&mut r, false).unwrap().text(), "a GET /2");
     assert!(closed_by_peer(&mut r));
 }
+
+#[test]
+fn weighted_servers_get_their_share() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let cfg = simple_config(&[a.addr], "", "").replace(
+        &format!("servers = [\"{}\"]", a.addr),
+        &format!(
+            "servers = [\"{}\", {{ addr = \"{}\", weight = 2 }}]",
+            a.addr, b.addr
+        ),
+    );
+    let rw = Ringway::start(&cfg);
+    let agent = agent();
+    for i in 0..30 {
+        assert_eq!(
+            ureq_result(agent.get(&rw.url(&format!("/{i}"))).call()).0,
+            200
+        );
+    }
+    assert_eq!((a.count(), b.count()), (10, 20));
+}

@@ -197,3 +197,43 @@ fn head_with_curl_gets_headers_only() {
     assert!(!text.contains("0123456789"));
     assert_eq!(up.last().method, "HEAD");
 }
+
+#[test]
+fn close_delimited_upstream_body_reaches_an_http11_client_intact() {
+    let up = Upstream::with(|_| {
+        let mut r = Reply::ok("");
+        r.body = ReplyBody::Pattern {
+            len: 300_000,
+            seed: 3,
+        };
+        r.no_length = true;
+        r.silent_close = true;
+        r
+    });
+    let rw = Ringway::start(&simple_config(&[up.addr], "", ""));
+    let mut s = connect(rw.addr());
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    s.write_all(b"GET /eof HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), 300_000);
+    assert_eq!(sha256_hex(&resp.body), pattern_sha256(300_000, 3));
+    // The body had its own framing towards the client, so the connection is still usable.
+    s.write_all(b"GET /eof HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r, false).unwrap().body.len(), 300_000);
+}
+
+#[test]
+fn chunked_upload_with_trailers_arrives_intact() {
+    let up = Upstream::with(|r| Reply::ok(String::from_utf8_lossy(&r.body).into_owned()));
+    let rw = Ringway::start(&simple_config(&[up.addr], "", ""));
+    let resp = raw_exchange(
+        rw.addr(),
+        b"POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "hello world");
+}

@@ -77,6 +77,8 @@ pub struct Ringway {
     pub addrs: HashMap<String, SocketAddr>,
     stderr: Arc<Mutex<String>>,
     stderr_done: Arc<(Mutex<bool>, Condvar)>,
+    /// The config file it was started with (rewrite it and send SIGHUP to reload).
+    pub config_path: Option<PathBuf>,
     _dir: Option<TempDir>,
 }
 
@@ -126,6 +128,7 @@ pub fn spawn_ringway(
         addrs: HashMap::new(),
         stderr: err_text,
         stderr_done,
+        config_path: dir.as_ref().map(|d| d.0.join("ringway.toml")),
         _dir: dir,
     };
     let end = Instant::now() + DEADLINE;
@@ -318,19 +321,40 @@ impl PatternReader {
     }
 }
 
+impl PatternReader {
+    fn next_block(&mut self) -> [u8; 8] {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state.to_le_bytes()
+    }
+}
+
 impl Read for PatternReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = (buf.len() as u64).min(self.left) as usize;
-        for b in &mut buf[..n] {
-            if self.used == 8 {
-                self.state ^= self.state << 13;
-                self.state ^= self.state >> 7;
-                self.state ^= self.state << 17;
-                self.block = self.state.to_le_bytes();
-                self.used = 0;
-            }
-            *b = self.block[self.used];
+        let mut i = 0;
+        // Finish a block a previous read started.
+        while i < n && self.used < 8 {
+            buf[i] = self.block[self.used];
             self.used += 1;
+            i += 1;
+        }
+        // Whole blocks.
+        while n - i >= 8 {
+            let b = self.next_block();
+            buf[i..i + 8].copy_from_slice(&b);
+            i += 8;
+        }
+        // A tail: start a block and keep the rest for the next read.
+        if i < n {
+            self.block = self.next_block();
+            self.used = 0;
+            while i < n {
+                buf[i] = self.block[self.used];
+                self.used += 1;
+                i += 1;
+            }
         }
         self.left -= n as u64;
         Ok(n)
@@ -521,7 +545,13 @@ pub fn closed_by_peer(r: &mut impl Read) -> bool {
 
 /// A ureq agent with a bounded timeout; keeps connections alive between calls.
 pub fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(DEADLINE).build()
+    // Per-operation limits, not an overall one: a 64 MiB transfer on a loaded machine may take
+    // long, but no single read or write may stall.
+    ureq::AgentBuilder::new()
+        .timeout_connect(DEADLINE)
+        .timeout_read(DEADLINE)
+        .timeout_write(DEADLINE)
+        .build()
 }
 
 /// Status and body of a ureq call, treating HTTP error statuses as ordinary responses.
@@ -538,10 +568,12 @@ pub fn get(url: &str) -> (u16, String) {
     (code, resp.into_string().unwrap())
 }
 
-/// Runs the `curl` binary; returns (http status, body, stderr). Always bounded by --max-time.
+/// Runs the `curl` binary; returns (http status, body, stderr). Bounded by a stall limit (under
+/// 1 byte/s for 30 s aborts), not by total time.
 pub fn curl(args: &[&str]) -> (u16, Vec<u8>, String) {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"])
+        .args(["-sS", "--connect-timeout", "20", "-y", "30", "-Y", "1"])
+        .args(["-w", "\n%{http_code}"])
         .args(args)
         .output()
         .expect("curl must be installed");

@@ -9,7 +9,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 use super::dial::Dial;
-use super::schedule::Timetable;
+use super::schedule::Dispatch;
 use super::ThreadCtx;
 use crate::http::{ResponseFramer, MAX_HEAD};
 use crate::stats::Failure;
@@ -280,28 +280,27 @@ impl<D: Dial> Conn<D> {
         }
     }
 
-    /// Open loop: request `j` leaves at its due time, or at once when the connection is behind.
+    /// Open loop: takes the thread's next due request whenever this connection is free, and
+    /// sends it at its due time.
     ///
-    /// Latency start (the coordinated-omission correction): when the connection was still busy
-    /// with the previous exchange at the due time, the server made this request wait, so its
-    /// latency counts from the due time, as wrk2 does. When the connection was idle, any delay
-    /// past the due time is this generator's own (timer resolution, CPU starved by neighbours),
-    /// so latency counts from when the request actually went out, and the lag is reported apart.
-    pub async fn run_open(mut self, mut stream: Option<D::Stream>, tt: Timetable, first: u64) {
-        let mut j = first;
-        let mut ready_at = tt.t0;
-        while let Some(due) = tt.due(j) {
-            let measured = tt.measured(j);
-            j += tt.connections;
+    /// Latency start (the coordinated-omission correction): a request taken only after its due
+    /// time found every connection busy, so the server made it wait: its latency counts from
+    /// the due time, as wrk2 does. A request taken in advance had a free connection; any delay
+    /// past its due time is this generator's own (timer resolution, CPU taken by neighbours),
+    /// so its latency counts from when it actually went out, and the lag is reported apart.
+    pub async fn run_open(mut self, mut stream: Option<D::Stream>, queue: Rc<Dispatch>) {
+        while let Some((j, due)) = queue.take() {
+            let measured = queue.tt.measured(j);
+            let taken = Instant::now();
             if let Some(wake) = due.checked_sub(TIMER_SLACK) {
-                if wake > Instant::now() {
+                if wake > taken {
                     monoio::time::sleep_until(wake.into()).await;
                 }
             }
-            let woke = Instant::now();
-            let start = if ready_at > due {
+            let start = if taken > due {
                 due
             } else {
+                let woke = Instant::now();
                 if measured {
                     let lag = woke.saturating_duration_since(due).as_nanos() as u64;
                     self.ctx.stats.borrow_mut().lag(lag);
@@ -312,9 +311,9 @@ impl<D: Dial> Conn<D> {
                 Some(s) => s,
                 None => match self.connect(measured, 1).await {
                     Some(s) => s,
-                    // The timetable paces retries: the next attempt is the next due request.
                     None => {
-                        ready_at = Instant::now();
+                        // Not straight back to the queue: a dead upstream would drain it at once.
+                        monoio::time::sleep(CONNECT_BACKOFF).await;
                         continue;
                     }
                 },
@@ -324,7 +323,6 @@ impl<D: Dial> Conn<D> {
                 Ok(false) => {}
                 Err(l) => self.fail(measured, l.kind, l.requests),
             }
-            ready_at = Instant::now();
         }
     }
 }

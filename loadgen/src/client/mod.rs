@@ -16,7 +16,7 @@ use monoio_rustls::TlsConnector;
 
 pub use dial::{server_name, tls_config};
 use dial::{Dial, PlainDial, TlsDial};
-use schedule::{Budget, Timetable};
+use schedule::{Budget, Dispatch, Timetable};
 
 use crate::runtime;
 use crate::stats::{new_histogram, Counters, ThreadStats};
@@ -41,6 +41,8 @@ pub struct RunConfig {
 /// What a runtime thread's connections share. Single-threaded: `Rc`, `Cell`, `RefCell`.
 pub struct ThreadCtx {
     pub cfg: &'static RunConfig,
+    /// Open loop only: this thread's queue of due requests.
+    pub queue: Option<Rc<Dispatch>>,
     pub stats: RefCell<ThreadStats>,
     pub budget: Budget,
     pub warmup_end: Instant,
@@ -262,12 +264,26 @@ async fn thread_main(
     barrier.wait();
     let (t0, _) = *t0cell.get_or_init(|| (Instant::now() + START_MARGIN, SystemTime::now()));
     let warmup_end = t0 + cfg.warmup;
+    let end = cfg.duration.map(|d| warmup_end + d);
+    let queue = cfg.rate.map(|rate| {
+        let tt = Timetable::new(
+            t0,
+            rate,
+            cfg.connections as u64,
+            cfg.warmup,
+            cfg.requests,
+            end,
+        );
+        let ids = (t..cfg.connections).step_by(threads).map(|i| i as u64);
+        Rc::new(Dispatch::new(tt, ids.collect()))
+    });
     let ctx = Rc::new(ThreadCtx {
         cfg,
+        queue,
         stats: RefCell::new(ThreadStats::new()),
         budget: Budget::new(per_thread),
         warmup_end,
-        end: cfg.duration.map(|d| warmup_end + d),
+        end,
     });
     *ctx_cell.borrow_mut() = Some(ctx.clone());
     start.set(Some(t0));
@@ -348,20 +364,9 @@ async fn drive<D: Dial>(
     let Some(ctx) = ctx_cell.borrow().clone() else {
         return;
     };
-    let cfg = ctx.cfg;
     let conn = conn::Conn::new(ctx.clone(), Rc::new(dial), origin, id);
-    match cfg.rate {
+    match ctx.queue.clone() {
         None => conn.run_closed(first).await,
-        Some(rate) => {
-            let tt = Timetable::new(
-                t0,
-                rate,
-                cfg.connections as u64,
-                cfg.warmup,
-                cfg.requests,
-                ctx.end,
-            );
-            conn.run_open(first, tt, id as u64).await
-        }
+        Some(queue) => conn.run_open(first, queue).await,
     }
 }

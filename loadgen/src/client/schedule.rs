@@ -1,5 +1,5 @@
 //! When requests go out: the closed loop's shared request budget (`-n`) and the open loop's
-//! per-connection constant-rate timetable (`--rate`).
+//! constant-rate timetable (`--rate`) with its per-thread dispatch to whichever connection is free.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -30,8 +30,8 @@ impl Budget {
 }
 
 /// The open loop timetable. Request `j` (counted over all connections) is due at
-/// `t0 + j / rate`; connection `i` of `c` owns `j = i, i + c, i + 2c, ...`, so the aggregate is a
-/// constant rate however the connections are spread over threads.
+/// `t0 + j / rate`. A thread owns the indices `j` with `j mod c` among its connections' ids, so
+/// each thread carries a constant share of the rate in proportion to its connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Timetable {
     pub t0: Instant,
@@ -81,6 +81,42 @@ impl Timetable {
     }
 }
 
+/// A thread's open-loop queue: the thread's requests in due order, each taken by whichever of
+/// its connections is free first (as a client with a pool of connections would), so one slow
+/// response holds up only requests that find every connection busy.
+pub struct Dispatch {
+    pub tt: Timetable,
+    /// Global ids of this thread's connections, ascending.
+    ids: Vec<u64>,
+    round: Cell<u64>,
+    next: Cell<usize>,
+}
+
+impl Dispatch {
+    pub fn new(tt: Timetable, ids: Vec<u64>) -> Self {
+        Self {
+            tt,
+            ids,
+            round: Cell::new(0),
+            next: Cell::new(0),
+        }
+    }
+
+    /// The next request index and its due time, or None once the run is over.
+    pub fn take(&self) -> Option<(u64, Instant)> {
+        let id = *self.ids.get(self.next.get())?;
+        let j = self.round.get() * self.tt.connections + id;
+        let due = self.tt.due(j)?;
+        if self.next.get() + 1 == self.ids.len() {
+            self.next.set(0);
+            self.round.set(self.round.get() + 1);
+        } else {
+            self.next.set(self.next.get() + 1);
+        }
+        Some((j, due))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +152,20 @@ mod tests {
             Some(t0 + Duration::from_secs(1)),
         );
         assert!(t.due(99).is_some() && t.due(100).is_none());
+    }
+
+    #[test]
+    fn threads_split_the_indices_exactly_and_in_order() {
+        let t0 = Instant::now();
+        let tt = Timetable::new(t0, 1000.0, 5, Duration::ZERO, Some(23), None);
+        let mut all = Vec::new();
+        for ids in [vec![0, 2, 4], vec![1, 3]] {
+            let d = Dispatch::new(tt, ids);
+            let mine: Vec<u64> = std::iter::from_fn(|| d.take().map(|(j, _)| j)).collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "due order");
+            all.extend(mine);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (0..23).collect::<Vec<_>>());
     }
 }

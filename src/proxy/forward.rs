@@ -173,10 +173,11 @@ impl Exchange<'_> {
                         504 => policy.on_timeout && self.plan.idempotent,
                         s => policy.on_statuses.contains(&s) && self.plan.idempotent,
                     };
+                    // A failed connect sent nothing: even a streamed body is still unread.
                     if allowed
                         && deadline_left
                         && attempts < policy.attempts
-                        && self.resendable
+                        && (self.resendable || status == 0)
                         && budget.try_spend()
                     {
                         continue;

@@ -67,7 +67,11 @@ fn probe_loop(
                 ok_streak[i] += 1;
                 fail_streak[i] = 0;
                 if !server.is_healthy() && ok_streak[i] >= check.healthy_threshold {
-                    server.back_since_ms.store(now_ms(), Ordering::Relaxed);
+                    let now = now_ms();
+                    server.back_since_ms.store(now, Ordering::Relaxed);
+                    // Seen down and up again: an ejection from that same outage would only
+                    // keep a verified server idle (Envoy unejects on a passing check too).
+                    server.ejected_until_ms.fetch_min(now, Ordering::Relaxed);
                     server.healthy.store(true, Ordering::Release);
                     eprintln!(
                         "ringway: upstream {} server {addr} is healthy again",

@@ -241,3 +241,34 @@ fn slow_start_admits_a_returning_server_gradually() {
     let got = b.hits() - b0;
     assert!(got > 0 && got < 100, "b got {got} of 600");
 }
+
+#[test]
+fn passing_health_check_ends_an_ejection_from_the_same_outage() {
+    let (a, mut b) = (Backend::start("a"), Backend::start("b"));
+    let rw = Ringway::start(
+        &config(
+            &server_list(&addrs(&[&a, &b])),
+            "balance = \"round_robin\"\n\
+             outlier = { consecutive_failures = 1, base_ejection = \"300s\", max_ejection = \"300s\" }\n\
+             health_check = { type = \"tcp\", interval = \"100ms\", timeout = \"1s\", \
+             healthy_threshold = 2, unhealthy_threshold = 2 }",
+            "",
+        ),
+        1,
+    );
+    let traffic = Traffic::start(rw.http(), 2, "/");
+    traffic.wait_more(100);
+    b.kill();
+    rw.wait_lines(&format!("server {} ejected for", b.addr), 1);
+    rw.wait_lines(&format!("server {} failed its health check", b.addr), 1);
+    let down = b.hits();
+    b.restart();
+    rw.wait_lines(&format!("server {} is healthy again", b.addr), 1);
+    // The checker saw it go down and come back: the 300 s ejection from that same outage
+    // must not keep a verified server idle.
+    wait_for(DEADLINE, "b to receive traffic again", || {
+        (b.hits() > down).then_some(())
+    });
+    let (_, failed) = traffic.finish();
+    assert!(failed.is_empty(), "{failed:?}");
+}

@@ -45,7 +45,33 @@ impl PeakEwma {
         self.stamp.set(Some(Instant::now()));
     }
 
+    /// The estimate, decayed by the time since the last sample or penalty: a server that gets
+    /// no traffic (because it looked slow or failed) is tried again eventually instead of being
+    /// starved for good by its last bad figure.
     pub fn current_ns(&self) -> f64 {
-        self.value_ns.get()
+        match self.stamp.get() {
+            Some(t) => {
+                let elapsed = t.elapsed().as_nanos() as f64;
+                self.value_ns.get() * (-elapsed / TAU_NS).exp()
+            }
+            None => self.value_ns.get(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn penalty_decays_while_the_server_gets_no_samples() {
+        let e = PeakEwma::default();
+        e.penalize(Duration::from_secs(10));
+        assert!(e.current_ns() > 9.9e9);
+        // Thirty seconds (three time constants) without a sample.
+        e.stamp
+            .set(Instant::now().checked_sub(Duration::from_secs(30)));
+        let v = e.current_ns();
+        assert!(v < 10e9 * (-2.9f64).exp() && v > 0.0, "{v}");
     }
 }

@@ -125,6 +125,9 @@ struct ServeArgs {
     /// Answer every Nth request with a TCP reset (SO_LINGER 0, then close).
     #[arg(long, value_name = "N")]
     reset_every: Option<u64>,
+    /// Count requests; on SIGTERM or SIGINT print `served N requests` on stdout and exit.
+    #[arg(long)]
+    count: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -215,6 +218,7 @@ fn main() -> ExitCode {
             stall_after: a.stall_after,
             stall: a.stall,
             reset_every: a.reset_every,
+            count: a.count,
         }),
         None => run(cli.run),
     };

@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub stall: Duration,
     /// Every Nth request (over all threads) is answered with a TCP reset instead of a response.
     pub reset_every: Option<u64>,
+    /// Count requests (one shared atomic per batch) and report them on SIGTERM/SIGINT.
+    pub count: bool,
 }
 
 /// Read-only after start, shared by all threads.
@@ -40,8 +42,9 @@ struct Shared {
     stall_after: Option<u64>,
     stall: Duration,
     reset_every: Option<u64>,
-    /// Any of delay, stall or reset set: without them the hot path skips `knobs` entirely.
+    /// Any of delay, stall, reset or count set: without them the hot path skips `knobs` entirely.
     knobs: bool,
+    count: bool,
     /// Only touched when a test knob needs a global request count.
     seen: AtomicU64,
     /// Nanoseconds after `epoch` until which responses are held; 0 for none.
@@ -108,12 +111,26 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         reset_every: cfg.reset_every.filter(|&n| n > 0),
         knobs: !cfg.delay.is_zero()
             || cfg.stall_after.is_some()
-            || cfg.reset_every.is_some_and(|n| n > 0),
+            || cfg.reset_every.is_some_and(|n| n > 0)
+            || cfg.count,
+        count: cfg.count,
         seen: AtomicU64::new(0),
         stall_until: AtomicU64::new(0),
         epoch: Instant::now(),
     }));
 
+    // Blocked here, before any thread starts, so every thread inherits the mask and the
+    // signals wait for `sigwait` below instead of killing the process.
+    let mut sigs: libc::sigset_t = unsafe { std::mem::zeroed() };
+    if cfg.count {
+        // SAFETY: plain signal-set calls on a local, properly initialised set.
+        unsafe {
+            libc::sigemptyset(&mut sigs);
+            libc::sigaddset(&mut sigs, libc::SIGTERM);
+            libc::sigaddset(&mut sigs, libc::SIGINT);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut());
+        }
+    }
     let threads = cfg.threads.max(1);
     let mut handles = Vec::new();
     for t in 0..threads {
@@ -136,6 +153,19 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     let _ = writeln!(out, "listening on {local}");
     let _ = out.flush();
     drop(out);
+    if cfg.count {
+        let mut sig = 0;
+        // SAFETY: the set was initialised above; `sig` is a valid out-pointer.
+        unsafe { libc::sigwait(&sigs, &mut sig) };
+        let mut out = io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "served {} requests",
+            shared.seen.load(Ordering::Relaxed)
+        );
+        let _ = out.flush();
+        std::process::exit(0);
+    }
     for h in handles {
         let _ = h.join();
     }
@@ -189,7 +219,7 @@ fn reset(s: TcpStream) {
 /// if one is due in this batch.
 async fn knobs(sh: &Shared, n: u64) -> Option<u64> {
     let mut reset_at = None;
-    if sh.stall_after.is_some() || sh.reset_every.is_some() {
+    if sh.count || sh.stall_after.is_some() || sh.reset_every.is_some() {
         let before = sh.seen.fetch_add(n, Ordering::Relaxed);
         if let Some(after) = sh.stall_after {
             if before < after && after <= before + n {

@@ -117,7 +117,12 @@ async fn run(
 ) -> Next {
     match plan.action {
         PlanAction::Forward(cluster) => {
-            forward::forward(state, cluster, client, cw, rbuf, out, plan).await
+            // Boxed: the exchange's state is the largest part of a connection's future, and an
+            // idle keep-alive connection should not carry it (one allocation per request).
+            Box::pin(forward::forward(
+                state, cluster, client, cw, rbuf, out, plan,
+            ))
+            .await
         }
         PlanAction::Static(route) => {
             let keep = plan.keep_alive

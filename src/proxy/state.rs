@@ -64,7 +64,7 @@ impl WorkerCtx {
     pub fn give_buf(&self, mut buf: Vec<u8>) {
         let mut bufs = self.bufs.borrow_mut();
         // Very large buffers (a body burst) are not kept: the free list must stay small.
-        if bufs.len() < 512 && buf.capacity() <= 256 * 1024 {
+        if bufs.len() < 128 && buf.capacity() <= 256 * 1024 {
             buf.clear();
             bufs.push(buf);
         }

@@ -283,29 +283,32 @@ impl<D: Dial> Conn<D> {
     /// Open loop: takes the thread's next due request whenever this connection is free, and
     /// sends it at its due time.
     ///
-    /// Latency start (the coordinated-omission correction): a request taken only after its due
-    /// time found every connection busy, so the server made it wait: its latency counts from
-    /// the due time, as wrk2 does. A request taken in advance had a free connection; any delay
-    /// past its due time is this generator's own (timer resolution, CPU taken by neighbours),
-    /// so its latency counts from when it actually went out, and the lag is reported apart.
+    /// Latency start (the coordinated-omission correction): a request that fell due while the
+    /// server held every connection waited because of the server, so its latency counts from its
+    /// due time (or from when the last connection got stuck, if that came later), as wrk2
+    /// counts it, until that backlog is worked off. Any other delay past the due time is this generator's own (timer
+    /// resolution, CPU taken by neighbours): latency then counts from the actual send, and the
+    /// lag is reported apart.
     pub async fn run_open(mut self, mut stream: Option<D::Stream>, queue: Rc<Dispatch>) {
         while let Some((j, due)) = queue.take() {
             let measured = queue.tt.measured(j);
             let taken = Instant::now();
+            let stuck = queue.backlog(due, taken);
             if let Some(wake) = due.checked_sub(TIMER_SLACK) {
                 if wake > taken {
                     monoio::time::sleep_until(wake.into()).await;
                 }
             }
-            let start = if taken > due {
-                due
-            } else {
-                let woke = Instant::now();
-                if measured {
-                    let lag = woke.saturating_duration_since(due).as_nanos() as u64;
-                    self.ctx.stats.borrow_mut().lag(lag);
+            let woke = Instant::now();
+            let start = match stuck {
+                Some(since) if woke > due => due.max(since).min(woke),
+                _ => {
+                    if measured {
+                        let lag = woke.saturating_duration_since(due).as_nanos() as u64;
+                        self.ctx.stats.borrow_mut().lag(lag);
+                    }
+                    woke
                 }
-                woke
             };
             let mut s = match stream.take() {
                 Some(s) => s,
@@ -318,11 +321,13 @@ impl<D: Dial> Conn<D> {
                     }
                 },
             };
+            queue.sent();
             match self.exchange(&mut s, 1, start, measured).await {
                 Ok(true) => stream = Some(s),
                 Ok(false) => {}
                 Err(l) => self.fail(measured, l.kind, l.requests),
             }
+            queue.freed();
         }
     }
 }

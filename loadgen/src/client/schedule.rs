@@ -90,6 +90,10 @@ pub struct Dispatch {
     ids: Vec<u64>,
     round: Cell<u64>,
     next: Cell<usize>,
+    /// Connections with a request on the wire.
+    in_flight: Cell<usize>,
+    /// Since when the server has held every connection, until the backlog this built is sent.
+    stuck_since: Cell<Option<Instant>>,
 }
 
 impl Dispatch {
@@ -99,7 +103,32 @@ impl Dispatch {
             ids,
             round: Cell::new(0),
             next: Cell::new(0),
+            in_flight: Cell::new(0),
+            stuck_since: Cell::new(None),
         }
+    }
+
+    /// A connection put a request on the wire.
+    pub fn sent(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        if self.in_flight.get() == self.ids.len() && self.stuck_since.get().is_none() {
+            self.stuck_since.set(Some(Instant::now()));
+        }
+    }
+
+    /// A connection has its answer and is free again.
+    pub fn freed(&self) {
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+    }
+
+    /// For a request just taken: when it is overdue and the server has been holding every
+    /// connection, since when. A request taken before its due time means the backlog is gone.
+    pub fn backlog(&self, due: Instant, now: Instant) -> Option<Instant> {
+        if due > now {
+            self.stuck_since.set(None);
+            return None;
+        }
+        self.stuck_since.get()
     }
 
     /// The next request index and its due time, or None once the run is over.

@@ -444,52 +444,59 @@ impl Validator<'_> {
             None => None,
             Some(h) => Some(self.health_check(&format!("{key}.health_check"), h)?),
         };
-        let outlier = match &u.outlier {
-            None => None,
-            Some(o) => {
-                let okey = format!("{key}.outlier");
-                let base = self.duration(
-                    &format!("{okey}.base_ejection"),
-                    o.base_ejection.as_ref(),
-                    Duration::from_secs(10),
-                )?;
-                let max = self.duration(
-                    &format!("{okey}.max_ejection"),
-                    o.max_ejection.as_ref(),
-                    Duration::from_secs(300),
-                )?;
-                if max < base {
-                    return Err(self.err(
-                        format!("{okey}.max_ejection"),
-                        "is shorter than base_ejection",
-                    ));
-                }
-                Some(Outlier {
-                    consecutive_failures: self.count(
-                        &format!("{okey}.consecutive_failures"),
-                        o.consecutive_failures,
-                        3,
-                        1,
-                        1000,
-                    )? as u32,
-                    consecutive_5xx: self.count(
-                        &format!("{okey}.consecutive_5xx"),
-                        o.consecutive_5xx,
-                        0,
-                        0,
-                        1000,
-                    )? as u32,
-                    base_ejection: base,
-                    max_ejection: max,
-                    max_ejected_percent: self.count(
-                        &format!("{okey}.max_ejected_percent"),
-                        o.max_ejected_percent,
-                        50,
-                        0,
-                        100,
-                    )? as u32,
-                })
+        // Passive ejection is on by default, as nginx's max_fails is: a dead server should not
+        // keep costing every request a failed attempt until an active check notices.
+        let default_outlier = RawOutlier {
+            consecutive_failures: None,
+            consecutive_5xx: None,
+            base_ejection: None,
+            max_ejection: None,
+            max_ejected_percent: None,
+        };
+        let o = u.outlier.as_ref().unwrap_or(&default_outlier);
+        let outlier = {
+            let okey = format!("{key}.outlier");
+            let base = self.duration(
+                &format!("{okey}.base_ejection"),
+                o.base_ejection.as_ref(),
+                Duration::from_secs(10),
+            )?;
+            let max = self.duration(
+                &format!("{okey}.max_ejection"),
+                o.max_ejection.as_ref(),
+                Duration::from_secs(300),
+            )?;
+            if max < base {
+                return Err(self.err(
+                    format!("{okey}.max_ejection"),
+                    "is shorter than base_ejection",
+                ));
             }
+            Some(Outlier {
+                consecutive_failures: self.count(
+                    &format!("{okey}.consecutive_failures"),
+                    o.consecutive_failures,
+                    3,
+                    0,
+                    1000,
+                )? as u32,
+                consecutive_5xx: self.count(
+                    &format!("{okey}.consecutive_5xx"),
+                    o.consecutive_5xx,
+                    0,
+                    0,
+                    1000,
+                )? as u32,
+                base_ejection: base,
+                max_ejection: max,
+                max_ejected_percent: self.count(
+                    &format!("{okey}.max_ejected_percent"),
+                    o.max_ejected_percent,
+                    50,
+                    0,
+                    100,
+                )? as u32,
+            })
         };
         let on_all_down = match u.on_all_down.as_deref() {
             None | Some("reject") => AllDown::Reject,

@@ -51,7 +51,7 @@ async fn connect<'a>(
         let server = cluster.select(hash, tried).ok()?;
         tried |= 1u64 << (server % 64);
         let inflight = cluster.begin(server)?;
-        match cluster.connect(server, false, dog).await {
+        match cluster.connect(server, false, false, dog).await {
             Ok(c) => {
                 cluster.record(server, Outcome::Success(Duration::ZERO));
                 return Some((c.stream, inflight));

@@ -174,11 +174,13 @@ impl Exchange<'_> {
                         s => policy.on_statuses.contains(&s) && self.plan.idempotent,
                     };
                     // A failed connect sent nothing: even a streamed body is still unread.
+                    // Refused connects cost the upstream nothing, so they do not spend the
+                    // budget, which exists to keep retries from piling load on a sick server.
                     if allowed
                         && deadline_left
                         && attempts < policy.attempts
                         && (self.resendable || status == 0)
-                        && budget.try_spend()
+                        && (status == 0 || budget.try_spend())
                     {
                         continue;
                     }
@@ -204,8 +206,10 @@ impl Exchange<'_> {
     ) -> Result<Next, AttemptError> {
         let cluster = self.cluster;
         let cfg = &cluster.cfg;
+        // A stale pooled connection is only harmless when the request can be sent again.
+        let verify = !(self.plan.idempotent && self.resendable);
         let mut conn = match cluster
-            .connect(server, allow_pooled, &self.state.worker.watchdog)
+            .connect(server, allow_pooled, verify, &self.state.worker.watchdog)
             .await
         {
             Ok(c) => c,

@@ -279,19 +279,27 @@ impl Cluster {
         &self,
         server: usize,
         allow_pooled: bool,
+        verify: bool,
         dog: &Watchdog,
     ) -> Result<UpstreamConn, ConnectError> {
         let s = &self.servers[server];
-        if allow_pooled {
-            if let Some((stream, watch)) = s.pool.borrow_mut().checkout() {
-                s.reused.set(s.reused.get() + 1);
-                return Ok(UpstreamConn {
-                    stream,
-                    watch,
-                    server,
-                    reused: true,
-                });
+        while let Some((stream, watch)) = allow_pooled
+            .then(|| s.pool.borrow_mut().checkout())
+            .flatten()
+        {
+            // A request that could not be sent again (not idempotent, or its body streams) must
+            // not land on a connection the upstream closed while it sat idle: one non-blocking
+            // peek tells. Retryable requests skip it and rely on the retry instead.
+            if verify && !still_open(&stream) {
+                continue;
             }
+            s.reused.set(s.reused.get() + 1);
+            return Ok(UpstreamConn {
+                stream,
+                watch,
+                server,
+                reused: true,
+            });
         }
         let pending = self
             .cfg
@@ -359,13 +367,14 @@ impl Cluster {
             Outcome::Failure => {
                 s.failures.set(s.failures.get() + 1);
                 let n = s.consecutive_failures.get() + 1;
+                // 0 turns failure-based ejection off.
                 s.consecutive_failures.set(n);
                 if self.tracks_latency {
                     s.latency
                         .penalize(self.cfg.response_timeout.min(Duration::from_secs(10)));
                 }
                 if let Some(o) = &self.cfg.outlier {
-                    if n >= o.consecutive_failures {
+                    if o.consecutive_failures > 0 && n >= o.consecutive_failures {
                         s.consecutive_failures.set(0);
                         self.eject(server);
                     }
@@ -431,4 +440,25 @@ impl Cluster {
     pub fn reused(&self) -> u64 {
         self.servers.iter().map(|s| s.reused.get()).sum()
     }
+}
+
+/// Whether an idle pooled connection is still open: a non-blocking `MSG_PEEK` sees the FIN (0)
+/// or unexpected bytes (> 0) that a live idle HTTP connection never has.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: recv into a valid one-byte buffer on a socket this worker owns; MSG_DONTWAIT
+    // keeps the runtime thread from blocking.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0
+        && matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN)
+        )
 }

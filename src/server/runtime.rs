@@ -20,7 +20,10 @@ pub fn force_legacy() -> bool {
 pub fn build(entries: u32) -> std::io::Result<(Runtime, Driver)> {
     if !force_legacy() {
         let mut urb = io_uring::IoUring::builder();
-        urb.setup_coop_taskrun().setup_taskrun_flag();
+        // RINGWAY_URING_PLAIN=1 keeps monoio's default ring flags, for A/B measurements.
+        if std::env::var_os("RINGWAY_URING_PLAIN").is_none() {
+            urb.setup_coop_taskrun().setup_taskrun_flag();
+        }
         let tuned = RuntimeBuilder::<IoUringDriver>::new()
             .with_entries(entries)
             .uring_builder(urb)

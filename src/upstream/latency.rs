@@ -48,6 +48,11 @@ impl PeakEwma {
     /// The estimate, decayed by the time since the last sample or penalty: a server that gets
     /// no traffic (because it looked slow or failed) is tried again eventually instead of being
     /// starved for good by its last bad figure.
+    /// Whether any latency was observed yet.
+    pub fn sampled(&self) -> bool {
+        self.stamp.get().is_some()
+    }
+
     pub fn current_ns(&self) -> f64 {
         match self.stamp.get() {
             Some(t) => {

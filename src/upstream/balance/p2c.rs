@@ -61,10 +61,23 @@ impl Balancer for P2cEwma {
         eligible: &dyn Fn(usize) -> bool,
         _hash: u64,
     ) -> Option<usize> {
+        // A server with no sample yet is priced at the mean of the measured ones: priced at
+        // zero it would take every concurrent request until its first answer, priced high it
+        // would never be measured.
+        let (sum, n) = servers
+            .iter()
+            .filter(|s| s.latency.sampled())
+            .fold((0.0, 0u32), |(sum, n), s| {
+                (sum + s.latency.current_ns(), n + 1)
+            });
+        let unmeasured = if n == 0 { 1.0 } else { sum / n as f64 };
         two_choices(&self.rng, servers, eligible, |s| {
-            // A server with no sample yet costs like a fast one, so it gets measured.
-            let latency = s.latency.current_ns().max(1.0);
-            latency * (s.in_flight.get() as f64 + 1.0) / s.effective_weight().max(1) as f64
+            let latency = if s.latency.sampled() {
+                s.latency.current_ns()
+            } else {
+                unmeasured
+            };
+            latency.max(1.0) * (s.in_flight.get() as f64 + 1.0) / s.effective_weight().max(1) as f64
         })
     }
 }
@@ -74,6 +87,21 @@ mod tests {
     use super::super::testing::servers;
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn unmeasured_server_is_priced_at_the_mean() {
+        let s = servers(&[1, 1, 1]);
+        s[0].latency.observe(Duration::from_millis(10));
+        s[1].latency.observe(Duration::from_millis(10));
+        // The new server already has requests in flight: priced at zero it would still win.
+        s[2].in_flight.set(3);
+        let p = P2cEwma::new();
+        let mut n = [0; 3];
+        for _ in 0..300 {
+            n[p.pick(&s, &|_| true, 0).unwrap()] += 1;
+        }
+        assert_eq!(n[2], 0, "{n:?}");
+    }
 
     #[test]
     fn p2c_avoids_loaded_server() {

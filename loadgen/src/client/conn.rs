@@ -322,6 +322,7 @@ impl<D: Dial> Conn<D> {
                 },
             };
             queue.sent();
+            self.ctx.last_send.set(Some(Instant::now()));
             match self.exchange(&mut s, 1, start, measured).await {
                 Ok(true) => stream = Some(s),
                 Ok(false) => {}

@@ -43,6 +43,8 @@ pub struct ThreadCtx {
     pub cfg: &'static RunConfig,
     /// Open loop only: this thread's queue of due requests.
     pub queue: Option<Rc<Dispatch>>,
+    /// Open loop only: when this thread last sent a request.
+    pub last_send: Cell<Option<Instant>>,
     pub stats: RefCell<ThreadStats>,
     pub budget: Budget,
     pub warmup_end: Instant,
@@ -67,6 +69,8 @@ struct ThreadDone {
     total: Histogram<u64>,
     counts: Counters,
     finished: Instant,
+    /// Open loop: when the last request left; past the planned end means it fell behind.
+    last_send: Option<Instant>,
 }
 
 /// The merged outcome of a run.
@@ -114,6 +118,7 @@ pub fn run(cfg: &'static RunConfig, mut progress: impl FnMut(&Interval)) -> RunR
                             total: new_histogram(),
                             counts: Counters::default(),
                             finished: Instant::now(),
+                            last_send: None,
                         }),
                     ));
                 }
@@ -182,10 +187,12 @@ fn collect(
     let mut hist = new_histogram();
     let mut counts = Counters::default();
     let mut finished = None::<Instant>;
+    let mut last_send = None::<Instant>;
     for d in done.into_iter().flatten() {
         let _ = hist.add(&d.total);
         counts.add(&d.counts);
         finished = Some(finished.map_or(d.finished, |f| f.max(d.finished)));
+        last_send = last_send.max(d.last_send);
     }
     let (t0, started) = t0cell
         .get()
@@ -193,7 +200,9 @@ fn collect(
         .unwrap_or((Instant::now(), SystemTime::now()));
     let warmup_end = t0 + cfg.warmup;
     let duration = match cfg.duration {
-        Some(d) => d,
+        // An open loop that fell behind sent its last requests after the planned end: the
+        // achieved rate is over the time it really took, so the shortfall shows.
+        Some(d) => last_send.map_or(d, |l| d.max(l.saturating_duration_since(warmup_end))),
         None => finished.map_or(Duration::ZERO, |f| f.saturating_duration_since(warmup_end)),
     };
     RunResult {
@@ -280,6 +289,7 @@ async fn thread_main(
     let ctx = Rc::new(ThreadCtx {
         cfg,
         queue,
+        last_send: Cell::new(None),
         stats: RefCell::new(ThreadStats::new()),
         budget: Budget::new(per_thread),
         warmup_end,
@@ -339,6 +349,7 @@ async fn thread_main(
             total: st.total.clone(),
             counts: st.total_counts,
             finished: now,
+            last_send: ctx.last_send.get(),
         }),
     ));
 }

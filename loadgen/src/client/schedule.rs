@@ -133,6 +133,11 @@ impl Dispatch {
 
     /// The next request index and its due time, or None once the run is over.
     pub fn take(&self) -> Option<(u64, Instant)> {
+        // A generator that fell behind stops at the end too (as wrk2 does) rather than working
+        // off its backlog: the shortfall then shows as the achieved rate.
+        if self.tt.end.is_some_and(|e| Instant::now() >= e) {
+            return None;
+        }
         let id = *self.ids.get(self.next.get())?;
         let j = self.round.get() * self.tt.connections + id;
         let due = self.tt.due(j)?;

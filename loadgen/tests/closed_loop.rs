@@ -116,3 +116,11 @@ fn head_responses_carry_no_body_even_pipelined() {
     // "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" and nothing else, per response.
     assert_eq!(u(&r, &["bytes_read"]), 50 * 41);
 }
+
+#[test]
+fn serve_counts_what_it_answered() {
+    let s = Serve::start(&["--count"]);
+    let r = run_json(&["-c", "3", "--pipeline", "4", "-n", "1234", &s.url()]);
+    assert_eq!(u(&r, &["responses"]), 1234);
+    assert_eq!(s.terminate().trim(), "served 1234 requests");
+}

@@ -15,6 +15,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
 pub struct Serve {
     child: Child,
     pub addr: SocketAddr,
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Serve {
@@ -27,16 +28,30 @@ impl Serve {
             .spawn()
             .expect("spawn loadgen serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read first line");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("read first line");
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("address");
-        Serve { child, addr }
+        Serve {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// Sends SIGTERM (by PID, through kill(1)) and returns what serve printed after its first line.
+    pub fn terminate(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let mut rest = String::new();
+        let _ = self.stdout.read_to_string(&mut rest);
+        let _ = self.child.wait();
+        rest
     }
 
     pub fn url(&self) -> String {

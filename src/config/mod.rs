@@ -2,8 +2,10 @@
 //! the immutable `Config` model. Every error names the file, the key and the reason.
 
 mod default;
+mod gateway;
 mod model;
 mod raw;
+mod template;
 mod units;
 
 pub use default::DEFAULT_CONFIG;
@@ -198,9 +200,13 @@ impl Validator<'_> {
         if raw.routes.is_empty() && has_http {
             return Err(self.err("route", "at least one [[route]] is required"));
         }
+        let mut auth = Vec::new();
+        for (name, a) in &raw.auth {
+            auth.push(self.auth_policy(name, a)?);
+        }
         let mut routes = Vec::new();
         for (i, r) in raw.routes.iter().enumerate() {
-            routes.push(self.route(i, r, &index, &http)?);
+            routes.push(self.route(i, r, &index, &http, &auth)?);
         }
         Ok(Config {
             source: file.to_string(),
@@ -210,6 +216,7 @@ impl Validator<'_> {
             listeners,
             upstreams,
             routes,
+            auth,
         })
     }
 
@@ -703,6 +710,7 @@ impl Validator<'_> {
         r: &RawRoute,
         upstreams: &BTreeMap<String, usize>,
         http: &Http,
+        policies: &[AuthPolicy],
     ) -> Result<Route, ConfigError> {
         let key = format!("route[{i}]");
         let raw_match = r.matcher.as_ref();
@@ -751,8 +759,47 @@ impl Validator<'_> {
                     matcher.headers.push((n.to_ascii_lowercase(), v.clone()));
                 }
             }
+            if let Some(p) = &m.path_pattern {
+                matcher.path_pattern = Some(
+                    PathPattern::parse(p)
+                        .map_err(|e| self.err(format!("{key}.match.path_pattern"), e))?,
+                );
+            }
+        }
+        let filters = self.route_filters(&key, r, &matcher, policies)?;
+        let vars = gateway::VarCheck {
+            pattern: matcher.path_pattern.as_ref(),
+            auth: filters
+                .as_ref()
+                .and_then(|f| f.auth.as_ref())
+                .map(|a| &policies[a.policy]),
+        };
+        let actions = [
+            r.upstream.is_some(),
+            r.respond.is_some(),
+            r.redirect.is_some(),
+            r.aggregate.is_some(),
+        ];
+        if actions.iter().filter(|a| **a).count() > 1 {
+            return Err(self.err(
+                &key,
+                "has more than one of `upstream`, `respond`, `redirect`, `aggregate`; a route has one action",
+            ));
         }
         let action = match (&r.upstream, &r.respond) {
+            _ if r.redirect.is_some() || r.aggregate.is_some() => {
+                if let Some(red) = &r.redirect {
+                    Action::Redirect(self.redirect(&format!("{key}.redirect"), red, &vars)?)
+                } else {
+                    let parts = r.aggregate.as_deref().unwrap_or_default();
+                    Action::Aggregate(self.aggregate(
+                        &format!("{key}.aggregate"),
+                        parts,
+                        upstreams,
+                        &vars,
+                    )?)
+                }
+            }
             (Some(_), Some(_)) => {
                 return Err(self.err(
                     &key,
@@ -762,7 +809,7 @@ impl Validator<'_> {
             (None, None) => {
                 return Err(self.err(
                     &key,
-                    "needs an action: `upstream = \"NAME\"` or `respond = {...}`",
+                    "needs an action: `upstream = \"NAME\"`, `respond = {...}`, `redirect = {...}` or `aggregate = [...]`",
                 ))
             }
             (Some(u), None) => match upstreams.get(u) {
@@ -826,6 +873,29 @@ impl Validator<'_> {
             .as_ref()
             .map(|t| parse_duration(t).map_err(|e| self.err(format!("{key}.timeout"), e)))
             .transpose()?;
+        if let Some(f) = &filters {
+            let forwards = matches!(action, Action::Forward(_));
+            if f.rewrite.is_some() && !forwards {
+                return Err(self.err(
+                    format!("{key}.rewrite"),
+                    "only applies to `upstream` routes",
+                ));
+            }
+            if f.rewrite.is_some() && strip_prefix {
+                return Err(self.err(
+                    format!("{key}.rewrite"),
+                    "use either strip_prefix or rewrite, not both",
+                ));
+            }
+            if f.request_headers.is_some()
+                && !matches!(action, Action::Forward(_) | Action::Aggregate(_))
+            {
+                return Err(self.err(
+                    format!("{key}.request_headers"),
+                    "only applies to `upstream` and `aggregate` routes",
+                ));
+            }
+        }
         Ok(Route {
             name: r.name.clone().unwrap_or_else(|| key.clone()),
             matcher,
@@ -838,7 +908,55 @@ impl Validator<'_> {
                 r.max_body_size.as_ref(),
                 http.max_body_size,
             )?,
+            filters,
         })
+    }
+
+    /// The route's gateway filters; None when it has none (the common, free case).
+    fn route_filters(
+        &self,
+        key: &str,
+        r: &RawRoute,
+        matcher: &Match,
+        policies: &[AuthPolicy],
+    ) -> Result<Option<Box<RouteFilters>>, ConfigError> {
+        let mut f = RouteFilters::default();
+        if let Some(a) = &r.auth {
+            f.auth = Some(self.route_auth(&format!("{key}.auth"), a, policies)?);
+        }
+        let vars = gateway::VarCheck {
+            pattern: matcher.path_pattern.as_ref(),
+            auth: f.auth.as_ref().map(|a| &policies[a.policy]),
+        };
+        if let Some(rl) = &r.rate_limit {
+            f.rate_limit =
+                Some(self.rate_limit(&format!("{key}.rate_limit"), rl, f.auth.is_some())?);
+        }
+        if let Some(h) = &r.request_headers {
+            f.request_headers =
+                Some(self.header_rules(&format!("{key}.request_headers"), h, &vars)?);
+        }
+        if let Some(h) = &r.response_headers {
+            f.response_headers =
+                Some(self.header_rules(&format!("{key}.response_headers"), h, &vars)?);
+        }
+        if let Some(rw) = &r.rewrite {
+            f.rewrite = Some(self.rewrite(
+                &format!("{key}.rewrite"),
+                rw,
+                matcher.path_prefix.as_deref(),
+            )?);
+        }
+        if let Some(c) = &r.cors {
+            f.cors = Some(self.cors(&format!("{key}.cors"), c)?);
+        }
+        let any = f.auth.is_some()
+            || f.rate_limit.is_some()
+            || f.request_headers.is_some()
+            || f.response_headers.is_some()
+            || f.rewrite.is_some()
+            || f.cors.is_some();
+        Ok(any.then(|| Box::new(f)))
     }
 }
 

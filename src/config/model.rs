@@ -1,6 +1,8 @@
 //! The validated configuration: what every other module reads. Built only by `config::load`,
 //! immutable once built, shared between threads as `Arc<Config>`.
 
+pub use super::gateway::*;
+pub use super::template::{PathPattern, Piece, Seg, Template, Var};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,6 +16,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    /// `[auth.NAME]` policies, referred to by index from `RouteAuth::policy`.
+    pub auth: Vec<AuthPolicy>,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +207,8 @@ pub struct Match {
     pub method: Option<String>,
     /// Header name (lower-case) and exact value.
     pub headers: Vec<(String, String)>,
+    /// `"/users/{id}"`: segment match whose parameters templates can read.
+    pub path_pattern: Option<PathPattern>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +223,9 @@ pub enum Action {
     /// Index into `Config::upstreams`.
     Forward(usize),
     Respond(StaticResponse),
+    Redirect(Redirect),
+    /// One client request answered by several upstream requests, merged into a JSON object.
+    Aggregate(Aggregate),
 }
 
 #[derive(Debug, Clone)]
@@ -231,4 +240,7 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Largest request body on this route (overrides `http.max_body_size`).
     pub max_body_size: u64,
+    /// Gateway filters (auth, rate limit, header rules, rewrite, CORS); None when the route has
+    /// none, which keeps plain routes free of any gateway work.
+    pub filters: Option<Box<RouteFilters>>,
 }

@@ -1,6 +1,9 @@
 //! The TOML file as written: serde types that mirror the file one to one. Only `config::load`
 //! sees these; the rest of Ringway reads the validated model in `model.rs`.
 
+use super::gateway::{
+    RawAuth, RawCors, RawHeaderRules, RawPart, RawRateLimit, RawRedirect, RawRewrite, RawRouteAuth,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -19,6 +22,9 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
+    /// `[auth.NAME]` policies that routes refer to.
+    #[serde(default)]
+    pub auth: BTreeMap<String, RawAuth>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +162,7 @@ pub struct RawMatch {
     pub path_prefix: Option<String>,
     pub method: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
+    pub path_pattern: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,4 +185,13 @@ pub struct RawRoute {
     pub retry: Option<RawRetry>,
     pub timeout: Option<String>,
     pub max_body_size: Option<Size>,
+    // Gateway filters and actions (config/gateway.rs).
+    pub auth: Option<RawRouteAuth>,
+    pub rate_limit: Option<RawRateLimit>,
+    pub request_headers: Option<RawHeaderRules>,
+    pub response_headers: Option<RawHeaderRules>,
+    pub rewrite: Option<RawRewrite>,
+    pub cors: Option<RawCors>,
+    pub redirect: Option<RawRedirect>,
+    pub aggregate: Option<Vec<RawPart>>,
 }

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod deadline;
+pub mod gateway;
 pub mod http;
 pub mod l4;
 pub mod proxy;

@@ -514,7 +514,14 @@ async fn read_response_head(
                         (Body::None, false, _) => (OutFraming::NoBody, Encode::Raw),
                     };
                     out.clear();
-                    write_response(out, &head, framing, keep, plan.version);
+                    write_response(
+                        out,
+                        &head,
+                        framing,
+                        keep,
+                        plan.version,
+                        plan.response_edits.as_deref(),
+                    );
                     let plan = ResponsePlan {
                         status: head.status,
                         body: head.body,

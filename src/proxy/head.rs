@@ -4,6 +4,7 @@
 
 use super::state::WorkerCtx;
 use crate::config::Proxy;
+use crate::gateway::{ResponseEdits, UpstreamEdits};
 use crate::http::fmt::push_dec;
 use crate::http::headers::{classify, Class};
 use crate::http::request::{Body, RequestHead, Version};
@@ -77,6 +78,7 @@ pub fn write_request(
     cfg: &Proxy,
     client: &ClientInfo,
     worker: &WorkerCtx,
+    edits: Option<&UpstreamEdits<'_>>,
 ) {
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
@@ -96,6 +98,11 @@ pub fn write_request(
         }
         if req.conn.has_names() && req.conn.lists(h.name) {
             continue;
+        }
+        if let Some(e) = edits {
+            if e.drops(h.name) {
+                continue;
+            }
         }
         match fwd_class(h.name) {
             Fwd::Other => {
@@ -151,8 +158,15 @@ pub fn write_request(
     if let (Some(id), false) = (id_header, has_id) {
         out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(b": ");
-        worker.push_request_id(out);
+        match edits.and_then(|e| e.request_id) {
+            // The gateway made one already, for a template: the upstream must see the same.
+            Some(made) => out.extend_from_slice(made),
+            None => worker.push_request_id(out),
+        }
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(e) = edits {
+        e.write_extra(out);
     }
     match req.body {
         Body::None => {
@@ -189,6 +203,7 @@ pub fn write_response(
     framing: OutFraming,
     keep_alive: bool,
     client: Version,
+    edits: Option<&ResponseEdits>,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_dec(out, resp.status as u64);
@@ -204,10 +219,18 @@ pub fn write_response(
         if resp.conn.has_names() && resp.conn.lists(h.name) {
             continue;
         }
+        if let Some(e) = edits {
+            if e.drops(h.name) {
+                continue;
+            }
+        }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(e) = edits {
+        out.extend_from_slice(&e.extra);
     }
     match framing {
         OutFraming::NoBody | OutFraming::Close => {}

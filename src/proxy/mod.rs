@@ -8,6 +8,8 @@ pub mod state;
 
 use crate::config::{Action, HashKey};
 use crate::deadline::{Phase, Watch};
+use crate::gateway::rate_limit::InflightGuard as LimitGuard;
+use crate::gateway::{aggregate, local_head, Outcome, Passed, ResponseEdits};
 use crate::http::buf::ConnBuf;
 use crate::http::request::{self, Body, RequestHead, Version};
 use crate::http::status::write_error;
@@ -47,6 +49,10 @@ pub struct Plan {
     expect_continue: bool,
     head_request: bool,
     idempotent: bool,
+    /// Response header changes of a gateway route (None on plain routes).
+    response_edits: Option<Box<ResponseEdits>>,
+    /// Holds a concurrent-request slot of the route's rate limit until the exchange ends.
+    _limit_guard: Option<LimitGuard>,
 }
 
 enum PlanAction {
@@ -56,6 +62,11 @@ enum PlanAction {
     Static(usize),
     /// Answer with an error status, the connection may stay open.
     Error(u16, &'static str),
+    /// A gateway answer (401, 429, redirect, preflight...) is in the output buffer: head up to
+    /// this length (no connection header, no blank line), then the body.
+    Local(usize),
+    /// Send the sub-requests of an aggregate route and answer with the merged JSON.
+    Aggregate(Box<aggregate::Job>),
 }
 
 enum HeadEnd {
@@ -115,16 +126,53 @@ async fn run(
     out: &mut Vec<u8>,
     plan: &Plan,
 ) -> Next {
-    match plan.action {
+    match &plan.action {
         PlanAction::Forward(cluster) => {
             // Boxed: the exchange's state is the largest part of a connection's future, and an
             // idle keep-alive connection should not carry it (one allocation per request).
             Box::pin(forward::forward(
-                state, cluster, client, cw, rbuf, out, plan,
+                state, *cluster, client, cw, rbuf, out, plan,
             ))
             .await
         }
+        PlanAction::Local(head_len) => {
+            let keep = plan.keep_alive
+                && discard_buffered_body(rbuf, plan.body)
+                && !state.worker.draining.get();
+            terminate_local_head(out, *head_len, keep, plan.head_request);
+            finish_local(state, client, cw, out, keep).await
+        }
+        PlanAction::Aggregate(job) => {
+            let keep = plan.keep_alive
+                && discard_buffered_body(rbuf, plan.body)
+                && !state.worker.draining.get();
+            let (Action::Aggregate(agg), Some(gw)) = (
+                &state.config.routes[job.route].action,
+                state.gateway.route(job.route),
+            ) else {
+                return forward::local_error(client, cw, out, 500, "aggregate route changed").await;
+            };
+            // Boxed like forwarding: the fan-out's state must not grow every connection.
+            let merged = Box::pin(aggregate::run(
+                agg,
+                job,
+                &state.clusters,
+                &gw.counters,
+                &state.worker.watchdog,
+            ))
+            .await;
+            out.clear();
+            let head_len = local_head(out, merged.status, &merged.body, |o| {
+                if let Some(e) = &plan.response_edits {
+                    o.extend_from_slice(&e.extra);
+                }
+                o.extend_from_slice(b"content-type: application/json\r\n");
+            });
+            terminate_local_head(out, head_len, keep, plan.head_request);
+            finish_local(state, client, cw, out, keep).await
+        }
         PlanAction::Static(route) => {
+            let route = *route;
             let keep = plan.keep_alive
                 && discard_buffered_body(rbuf, plan.body)
                 && !state.worker.draining.get();
@@ -147,10 +195,23 @@ async fn run(
                 && discard_buffered_body(rbuf, plan.body)
                 && !state.worker.draining.get();
             out.clear();
-            write_error(out, status, why, !keep);
+            write_error(out, *status, why, !keep);
             finish_local(state, client, cw, out, keep).await
         }
     }
+}
+
+/// Ends a local head written by the gateway: connection header, blank line, and no body for HEAD.
+fn terminate_local_head(out: &mut Vec<u8>, head_len: usize, keep: bool, head_request: bool) {
+    if head_request {
+        out.truncate(head_len);
+    }
+    let end: &[u8] = if keep {
+        b"\r\n\r\n"
+    } else {
+        b"\r\nconnection: close\r\n\r\n"
+    };
+    out.splice(head_len..head_len, end.iter().copied());
 }
 
 async fn finish_local(
@@ -262,6 +323,8 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         expect_continue: head.expect_continue,
         head_request: head.method == "HEAD",
         idempotent: head.idempotent(),
+        response_edits: None,
+        _limit_guard: None,
     };
     let Some(route_idx) = state
         .router
@@ -277,8 +340,143 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
             return plan;
         }
     }
+    if let Action::Forward(cluster) = &route.action {
+        if let Some(key) = &state.config.upstreams[*cluster].hash_key {
+            plan.hash = hash_key(key, head, info);
+        }
+    }
+    let Some(gw) = state.gateway.route(route_idx) else {
+        // A plain route: no gateway work at all.
+        plan.action = plain_action(state, route_idx, head, out, info);
+        return plan;
+    };
+    let req = crate::gateway::Request {
+        method: head.method,
+        host: head.host,
+        target: head.path,
+        headers: head.headers,
+        client_ip: &info.ip,
+    };
+    let id_header = state.config.proxy.request_id_header.as_deref();
+    let mut passed = match gw.check(&req, id_header, |o| state.worker.push_request_id(o), out) {
+        Outcome::Local { head_len } => {
+            plan.action = PlanAction::Local(head_len);
+            return plan;
+        }
+        Outcome::Pass(p) => p,
+    };
+    plan.response_edits = passed.response.take();
+    plan._limit_guard = passed.guard.take();
+    let passed: &Passed = &passed;
     plan.action = match &route.action {
         Action::Respond(_) => PlanAction::Static(route_idx),
+        Action::Redirect(r) => {
+            out.clear();
+            let vars = gw.vars(&req, passed, id_header);
+            let head_len = local_head(out, r.status, b"", |o| {
+                crate::gateway::redirect::write_location(r, &vars, o);
+                if let Some(e) = &plan.response_edits {
+                    o.extend_from_slice(&e.extra);
+                }
+            });
+            PlanAction::Local(head_len)
+        }
+        Action::Aggregate(agg) => {
+            let edits = gw.upstream_edits(gw.vars(&req, passed, id_header), passed);
+            let mut heads = Vec::with_capacity(agg.parts.len());
+            for part in &agg.parts {
+                let upstream = &state.config.upstreams[part.upstream];
+                let mut h = Vec::with_capacity(256);
+                h.extend_from_slice(part.method.as_bytes());
+                h.push(b' ');
+                edits.render_path(&part.path, &mut h);
+                h.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+                h.extend_from_slice(upstream.name.as_bytes());
+                h.extend_from_slice(b"\r\n");
+                if state.config.proxy.x_forwarded_for {
+                    h.extend_from_slice(b"x-forwarded-for: ");
+                    h.extend_from_slice(info.ip.as_bytes());
+                    h.extend_from_slice(b"\r\n");
+                }
+                if let Some(idh) = id_header {
+                    let id = edits
+                        .request_id
+                        .or_else(|| crate::gateway::auth::header(head.headers, idh));
+                    h.extend_from_slice(idh.as_bytes());
+                    h.extend_from_slice(b": ");
+                    match id {
+                        Some(id) => {
+                            h.extend(id.iter().copied().filter(|c| *c >= 0x20 && *c != 0x7f))
+                        }
+                        None => state.worker.push_request_id(&mut h),
+                    }
+                    h.extend_from_slice(b"\r\n");
+                }
+                edits.write_extra(&mut h);
+                if matches!(part.method.as_str(), "POST" | "PUT" | "PATCH") {
+                    h.extend_from_slice(b"content-length: 0\r\n");
+                }
+                h.extend_from_slice(b"\r\n");
+                heads.push(h);
+            }
+            PlanAction::Aggregate(Box::new(aggregate::Job {
+                route: route_idx,
+                heads,
+            }))
+        }
+        Action::Forward(cluster) => {
+            let upstream = &state.config.upstreams[*cluster];
+            let (path_prefix, path) = match (
+                &passed.target,
+                &route.matcher.path_prefix,
+                route.strip_prefix,
+            ) {
+                (Some(t), _, _) => ("", t.as_str()),
+                (None, Some(prefix), true) => strip_prefix(head.path, prefix),
+                _ => ("", head.path),
+            };
+            let host_override = if state.config.proxy.preserve_host && !head.host.is_empty() {
+                None
+            } else {
+                Some(upstream.name.as_str())
+            };
+            let target = UpstreamHead {
+                path_prefix,
+                path,
+                host_override,
+            };
+            let edits = gw.upstream_edits(gw.vars(&req, passed, id_header), passed);
+            out.clear();
+            head::write_request(
+                out,
+                head,
+                &target,
+                &state.config.proxy,
+                info,
+                &state.worker,
+                Some(&edits),
+            );
+            PlanAction::Forward(*cluster)
+        }
+    };
+    plan
+}
+
+/// The action of a route without gateway filters: the fast path, exactly as before the gateway.
+fn plain_action(
+    state: &CoreState,
+    route_idx: usize,
+    head: &RequestHead<'_>,
+    out: &mut Vec<u8>,
+    info: &ClientInfo,
+) -> PlanAction {
+    let route = &state.config.routes[route_idx];
+    match &route.action {
+        Action::Respond(_) => PlanAction::Static(route_idx),
+        // Redirect and aggregate routes always have a RouteGateway; this is unreachable.
+        Action::Redirect(_) | Action::Aggregate(_) => {
+            PlanAction::Error(500, "gateway route without filters")
+        }
         Action::Forward(cluster) => {
             let upstream = &state.config.upstreams[*cluster];
             let (path_prefix, path) = match (&route.matcher.path_prefix, route.strip_prefix) {
@@ -295,15 +493,19 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
                 path,
                 host_override,
             };
-            if let Some(key) = &upstream.hash_key {
-                plan.hash = hash_key(key, head, info);
-            }
             out.clear();
-            head::write_request(out, head, &target, &state.config.proxy, info, &state.worker);
+            head::write_request(
+                out,
+                head,
+                &target,
+                &state.config.proxy,
+                info,
+                &state.worker,
+                None,
+            );
             PlanAction::Forward(*cluster)
         }
-    };
-    plan
+    }
 }
 
 /// The consistent-hash key of a request; a missing header or cookie hashes as empty, so such

@@ -2,6 +2,7 @@
 //! config snapshot and never shared with another thread (hence `Rc`, `Cell`, no locks).
 
 use crate::config::{Action, Config};
+use crate::gateway::CoreGateway;
 use crate::http::fmt::push_dec;
 use crate::http::request::Limits;
 use crate::http::status::reason;
@@ -106,6 +107,8 @@ pub struct CoreState {
     pub retry_budgets: Vec<RetryBudget>,
     pub limits: Limits,
     pub published: Arc<Published>,
+    /// Compiled gateway filters per route (auth, rate limit, header rules, CORS).
+    pub gateway: CoreGateway,
 }
 
 impl CoreState {
@@ -122,7 +125,7 @@ impl CoreState {
             .iter()
             .map(|r| match &r.action {
                 Action::Respond(s) => Some(encode_static(s)),
-                Action::Forward(_) => None,
+                Action::Forward(_) | Action::Redirect(_) | Action::Aggregate(_) => None,
             })
             .collect();
         Self {
@@ -148,6 +151,7 @@ impl CoreState {
                 max_request_line: config.http.max_request_line,
                 max_head_size: config.http.max_head_size,
             },
+            gateway: CoreGateway::new(&config),
             worker,
             config,
         }

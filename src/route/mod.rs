@@ -18,6 +18,7 @@ struct Compiled {
     path_prefix: Option<String>,
     method: Option<String>,
     headers: Vec<(String, String)>,
+    pattern: Option<config::PathPattern>,
 }
 
 pub struct Router {
@@ -81,6 +82,11 @@ impl Compiled {
                 return false;
             }
         }
+        if let Some(p) = &self.pattern {
+            if !p.matches(path) {
+                return false;
+            }
+        }
         self.headers.iter().all(|(name, value)| {
             headers
                 .iter()
@@ -103,6 +109,7 @@ fn compile(m: &config::Match) -> Compiled {
         path_prefix: m.path_prefix.clone(),
         method: m.method.clone(),
         headers: m.headers.clone(),
+        pattern: m.path_pattern.clone(),
     }
 }
 

@@ -189,7 +189,7 @@ pub enum JwtKey {
     Secret(Vec<u8>),
     RsaPem(Vec<u8>),
     EcPem(Vec<u8>),
-    Jwk(jsonwebtoken::jwk::Jwk),
+    Jwk(Box<jsonwebtoken::jwk::Jwk>),
 }
 
 #[derive(Debug, Clone)]
@@ -637,7 +637,7 @@ impl Validator<'_> {
                         ),
                     )
                 })?;
-                keys.push(JwtKey::Jwk(jwk));
+                keys.push(JwtKey::Jwk(Box::new(jwk)));
             }
         }
         if keys.is_empty() {

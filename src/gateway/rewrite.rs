@@ -50,8 +50,9 @@ impl Rewriter {
         }
         // A replacement must not be able to forge a request line.
         out.retain(|c| !c.is_ascii_control() && c != ' ');
-        if let Some(q) = query {
-            out.push('?');
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            // A replacement with its own query gets the client's parameters after it (as nginx).
+            out.push(if out.contains('?') { '&' } else { '?' });
             out.push_str(q);
         }
         Some(out)
@@ -94,5 +95,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(r.apply("/orders/1/2").as_deref(), Some("/orders-svc/1/2"));
+        let r = Rewriter::new(&Rewrite::Regex {
+            pattern: r"^/u/(\d+)$".into(),
+            replace: "/users?id=$1".into(),
+        })
+        .unwrap();
+        assert_eq!(r.apply("/u/5?x=1").as_deref(), Some("/users?id=5&x=1"));
     }
 }

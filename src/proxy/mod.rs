@@ -384,6 +384,21 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         Action::Aggregate(agg) => {
             let edits = gw.upstream_edits(gw.vars(&req, passed, id_header), passed);
             let mut heads = Vec::with_capacity(agg.parts.len());
+            // One request id for every part, so the services' logs line up.
+            let mut own_id = Vec::new();
+            let request_id: Option<&[u8]> = match id_header {
+                None => None,
+                Some(idh) => match edits
+                    .request_id
+                    .or_else(|| crate::gateway::auth::header(head.headers, idh))
+                {
+                    Some(id) => Some(id),
+                    None => {
+                        state.worker.push_request_id(&mut own_id);
+                        Some(&own_id)
+                    }
+                },
+            };
             for part in &agg.parts {
                 let upstream = &state.config.upstreams[part.upstream];
                 let mut h = Vec::with_capacity(256);
@@ -398,18 +413,10 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
                     h.extend_from_slice(info.ip.as_bytes());
                     h.extend_from_slice(b"\r\n");
                 }
-                if let Some(idh) = id_header {
-                    let id = edits
-                        .request_id
-                        .or_else(|| crate::gateway::auth::header(head.headers, idh));
+                if let (Some(idh), Some(id)) = (id_header, request_id) {
                     h.extend_from_slice(idh.as_bytes());
                     h.extend_from_slice(b": ");
-                    match id {
-                        Some(id) => {
-                            h.extend(id.iter().copied().filter(|c| *c >= 0x20 && *c != 0x7f))
-                        }
-                        None => state.worker.push_request_id(&mut h),
-                    }
+                    h.extend(id.iter().copied().filter(|c| *c >= 0x20 && *c != 0x7f));
                     h.extend_from_slice(b"\r\n");
                 }
                 edits.write_extra(&mut h);

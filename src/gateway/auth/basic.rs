@@ -15,10 +15,13 @@ use std::time::{Duration, Instant};
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_MAX: usize = 1024;
 
+/// Verified `Authorization` values: the user and when the check was made.
+type VerifiedCache = RefCell<HashMap<Box<[u8]>, (Rc<str>, Instant)>>;
+
 pub struct Basic {
     pub realm: String,
     users: HashMap<String, (Rc<str>, String)>,
-    verified: RefCell<HashMap<Box<[u8]>, (Rc<str>, Instant)>>,
+    verified: VerifiedCache,
 }
 
 impl Basic {

@@ -27,6 +27,15 @@ enum Command {
     Check { file: PathBuf },
     /// Print the version.
     Version,
+    /// Read a password from standard input and print its bcrypt hash, for `[auth.NAME]` basic
+    /// users (`password_hash`). Passwords never appear in a config.
+    HashPassword {
+        /// bcrypt cost (4..=31); each step doubles the work. A check runs on the worker thread,
+        /// so keep it moderate: at 10 it takes tens of milliseconds, paid once a minute per
+        /// credential thanks to the per-core cache of verified credentials.
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +44,24 @@ fn main() -> ExitCode {
         Some(Command::Version) => {
             println!("ringway {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        Some(Command::HashPassword { cost }) => {
+            let mut password = String::new();
+            if std::io::stdin().read_line(&mut password).is_err() {
+                eprintln!("ringway: cannot read a password from standard input");
+                return ExitCode::FAILURE;
+            }
+            let password = password.trim_end_matches(['\r', '\n']);
+            match bcrypt::hash(password, cost) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringway: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Some(Command::Check { file }) => match ringway::config::load(&file) {
             Ok(c) => {

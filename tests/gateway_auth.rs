@@ -422,6 +422,21 @@ upstream = "svc"
 }
 
 #[test]
+fn example_gateway_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("check")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn bad_gateway_config_names_file_key_reason() {
     let cases = [
         (

@@ -168,7 +168,10 @@ rate_limit = {{ concurrent = 2, key = "route" }}
         if a == 200 && b == 200 {
             break;
         }
-        assert!(Instant::now() < end, "in-flight slots never given back ({a}, {b})");
+        assert!(
+            Instant::now() < end,
+            "in-flight slots never given back ({a}, {b})"
+        );
         thread::sleep(Duration::from_millis(5));
     }
 }

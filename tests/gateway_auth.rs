@@ -49,6 +49,12 @@ keys = [{{ name = "acme", key = "key-acme-0001" }}]
 keys_file = "keys.txt"
 
 [[route]]
+match = {{ path_prefix = "/strip" }}
+strip_prefix = true
+auth = "partners"
+upstream = "svc"
+
+[[route]]
 match = {{ path_prefix = "/only-acme/" }}
 auth = {{ policy = "partners", consumers = ["acme"] }}
 upstream = "svc"
@@ -87,6 +93,13 @@ upstream = "svc"
     let s = up.last();
     assert_eq!(s.target, "/v1/items?x=1&y=2");
     assert_eq!(s.header("x-consumer"), Some("beta"));
+
+    // Credential removal and strip_prefix together.
+    assert_eq!(
+        get(a, "/strip/items?api_key=x&apikey=key-beta-0002&z=1", &[]).status,
+        200
+    );
+    assert_eq!(up.last().target, "/items?api_key=x&z=1");
 
     let seen_before = up.seen().len();
     let r = get(a, "/v1/items", &[]);

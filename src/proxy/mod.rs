@@ -433,14 +433,12 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         }
         Action::Forward(cluster) => {
             let upstream = &state.config.upstreams[*cluster];
-            let (path_prefix, path) = match (
-                &passed.target,
-                &route.matcher.path_prefix,
-                route.strip_prefix,
-            ) {
-                (Some(t), _, _) => ("", t.as_str()),
-                (None, Some(prefix), true) => strip_prefix(head.path, prefix),
-                _ => ("", head.path),
+            // The filters' target (credential parameter removed, or rewritten; a rewrite never
+            // comes with strip_prefix) is still subject to strip_prefix.
+            let base = passed.target.as_deref().unwrap_or(head.path);
+            let (path_prefix, path) = match (&route.matcher.path_prefix, route.strip_prefix) {
+                (Some(prefix), true) => strip_prefix(base, prefix),
+                _ => ("", base),
             };
             let host_override = if state.config.proxy.preserve_host && !head.host.is_empty() {
                 None

@@ -15,7 +15,10 @@ use crate::http::{ResponseFramer, MAX_HEAD};
 use crate::stats::Failure;
 use crate::target::Origin;
 
-const READ_BUF: usize = 64 * 1024;
+/// Small to start with: thousands of connections with 64 KiB buffers each measured half the
+/// throughput at 500+ connections (cache and TLB misses). Grows when a read fills it.
+const READ_BUF: usize = 8 * 1024;
+const READ_BUF_MAX: usize = 256 * 1024;
 /// Pause after a failed connect so a dead upstream costs a few attempts per second, not a spin.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 /// monoio's timer rounds up to whole milliseconds, so open-loop sleeps aim this far early and the
@@ -222,6 +225,12 @@ impl<D: Dial> Conn<D> {
                 Ok(n) => {
                     if measured {
                         self.ctx.stats.borrow_mut().bytes(n as u64);
+                    }
+                    // A full read means big responses: fewer, larger reads pay off then.
+                    if self.rbuf.len() == self.rbuf.capacity()
+                        && self.rbuf.capacity() < READ_BUF_MAX
+                    {
+                        self.rbuf.reserve(self.rbuf.capacity());
                     }
                 }
                 Err(e) => return Err(lost(classify(&e), done)),

@@ -432,24 +432,10 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
             }))
         }
         Action::Forward(cluster) => {
-            let upstream = &state.config.upstreams[*cluster];
             // The filters' target (credential parameter removed, or rewritten; a rewrite never
             // comes with strip_prefix) is still subject to strip_prefix.
             let base = passed.target.as_deref().unwrap_or(head.path);
-            let (path_prefix, path) = match (&route.matcher.path_prefix, route.strip_prefix) {
-                (Some(prefix), true) => strip_prefix(base, prefix),
-                _ => ("", base),
-            };
-            let host_override = if state.config.proxy.preserve_host && !head.host.is_empty() {
-                None
-            } else {
-                Some(upstream.name.as_str())
-            };
-            let target = UpstreamHead {
-                path_prefix,
-                path,
-                host_override,
-            };
+            let target = upstream_target(state, route, *cluster, base, head.host);
             let edits = gw.upstream_edits(gw.vars(&req, passed, id_header), passed);
             out.clear();
             head::write_request(
@@ -465,6 +451,31 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         }
     };
     plan
+}
+
+/// Where a forwarded request goes: its path (with the route's prefix stripped) and the Host
+/// to send (the client's, or the upstream's name when `preserve_host` is off).
+fn upstream_target<'a>(
+    state: &'a CoreState,
+    route: &'a crate::config::Route,
+    cluster: usize,
+    path: &'a str,
+    host: &str,
+) -> UpstreamHead<'a> {
+    let (path_prefix, path) = match (&route.matcher.path_prefix, route.strip_prefix) {
+        (Some(prefix), true) => strip_prefix(path, prefix),
+        _ => ("", path),
+    };
+    let host_override = if state.config.proxy.preserve_host && !host.is_empty() {
+        None
+    } else {
+        Some(state.config.upstreams[cluster].name.as_str())
+    };
+    UpstreamHead {
+        path_prefix,
+        path,
+        host_override,
+    }
 }
 
 /// The action of a route without gateway filters: the fast path, exactly as before the gateway.
@@ -483,21 +494,7 @@ fn plain_action(
             PlanAction::Error(500, "gateway route without filters")
         }
         Action::Forward(cluster) => {
-            let upstream = &state.config.upstreams[*cluster];
-            let (path_prefix, path) = match (&route.matcher.path_prefix, route.strip_prefix) {
-                (Some(prefix), true) => strip_prefix(head.path, prefix),
-                _ => ("", head.path),
-            };
-            let host_override = if state.config.proxy.preserve_host && !head.host.is_empty() {
-                None
-            } else {
-                Some(upstream.name.as_str())
-            };
-            let target = UpstreamHead {
-                path_prefix,
-                path,
-                host_override,
-            };
+            let target = upstream_target(state, route, *cluster, head.path, head.host);
             out.clear();
             head::write_request(
                 out,

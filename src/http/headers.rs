@@ -14,6 +14,10 @@ pub enum Class {
     Connection,
     Host,
     Expect,
+    /// `Content_Length`, `Transfer_Encoding` and the like: not framing headers to us, but
+    /// servers that map `_` to `-` (CGI-style environments) would read them as framing. Requests
+    /// carrying one are refused; responses lose it.
+    Lookalike,
 }
 
 #[inline]
@@ -29,8 +33,10 @@ pub fn classify(name: &str) -> Class {
         10 if name.eq_ignore_ascii_case("connection") => Class::Connection,
         10 if name.eq_ignore_ascii_case("keep-alive") => Class::HopByHop,
         14 if name.eq_ignore_ascii_case("content-length") => Class::ContentLength,
+        14 if lookalike(name, "content-length") => Class::Lookalike,
         16 if name.eq_ignore_ascii_case("proxy-connection") => Class::HopByHop,
         17 if name.eq_ignore_ascii_case("transfer-encoding") => Class::TransferEncoding,
+        17 if lookalike(name, "transfer-encoding") => Class::Lookalike,
         19 if name.eq_ignore_ascii_case("proxy-authorization")
             || name.eq_ignore_ascii_case("proxy-authenticate") =>
         {
@@ -38,6 +44,15 @@ pub fn classify(name: &str) -> Class {
         }
         _ => Class::EndToEnd,
     }
+}
+
+/// `name` equals the lower-case `framing` header name when `_` is read as `-`. Reached only
+/// for names of the same length that are not the header itself.
+#[cold]
+fn lookalike(name: &str, framing: &str) -> bool {
+    name.bytes()
+        .zip(framing.bytes())
+        .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
 /// What a Connection header said: close / keep-alive, and the extra header names it lists,
@@ -107,6 +122,10 @@ mod tests {
         assert_eq!(classify("Keep-Alive"), Class::HopByHop);
         assert_eq!(classify("x-custom"), Class::EndToEnd);
         assert_eq!(classify("Accept"), Class::EndToEnd);
+        assert_eq!(classify("Content_Length"), Class::Lookalike);
+        assert_eq!(classify("transfer_encoding"), Class::Lookalike);
+        assert_eq!(classify("Content-Lengths"), Class::EndToEnd);
+        assert_eq!(classify("Content-Langth"), Class::EndToEnd);
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn parse<'a>(
         Err(httparse::Error::TooManyHeaders) => {
             return Err(Reject::new(431, "too many header fields"))
         }
-        Err(httparse::Error::Version) => return Err(Reject::new(505, "unsupported HTTP version")),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
         Err(e) => return Err(Reject::new(400, httparse_reason(e))),
     };
     let head_len = match status {
@@ -101,11 +101,15 @@ pub fn parse<'a>(
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut saw_te = false;
+    let mut te_error: Option<Reject> = None;
     let mut conn = ConnectionTokens::default();
     let mut expect_continue = false;
     for h in headers {
         match classify(h.name) {
             Class::EndToEnd | Class::HopByHop => {}
+            Class::Lookalike => {
+                return Err(Reject::new(400, "header name resembling a framing header"))
+            }
             Class::Host => {
                 if host.is_some() {
                     return Err(Reject::new(400, "more than one Host header"));
@@ -133,7 +137,12 @@ pub fn parse<'a>(
                     return Err(Reject::new(400, "more than one Transfer-Encoding header"));
                 }
                 saw_te = true;
-                chunked = transfer_encoding_is_chunked(h.value)?;
+                // Judged after the loop: with a Content-Length too, the answer is 400 whatever
+                // the coding says.
+                match transfer_encoding_is_chunked(h.value) {
+                    Ok(c) => chunked = c,
+                    Err(r) => te_error = Some(r),
+                }
             }
             Class::Connection => conn.add(h.value),
             Class::Expect => {
@@ -147,6 +156,9 @@ pub fn parse<'a>(
     }
     if conn.overflow {
         return Err(Reject::new(400, "Connection header lists too many options"));
+    }
+    if let (Some(r), None) = (te_error, length) {
+        return Err(r);
     }
     let body = match (saw_te, length) {
         (true, Some(_)) => {
@@ -185,6 +197,33 @@ pub fn parse<'a>(
         expect_continue: expect_continue && body != Body::None && version == Version::Http11,
         head_len,
     }))
+}
+
+/// httparse reports any request line whose third part is not `HTTP/1.0` or `HTTP/1.1` as a
+/// version error, including lines with extra spaces (`GET /a b HTTP/1.1`) or a lower-case
+/// `http/1.1`. Only a well-formed line naming another version (`HTTP/2.0`, `HTTP/0.9`) earns a
+/// 505; anything else is a malformed request line (400). Runs on the error path only.
+fn version_error(buf: &[u8]) -> Reject {
+    let line = &buf[..memchr::memchr(b'\n', buf).unwrap_or(buf.len())];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|b| *b == b' ');
+    let well_formed = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(m), Some(t), Some(v), None) => {
+            !m.is_empty()
+                && !t.is_empty()
+                && v.len() == 8
+                && v.starts_with(b"HTTP/")
+                && v[5].is_ascii_digit()
+                && v[6] == b'.'
+                && v[7].is_ascii_digit()
+        }
+        _ => false,
+    };
+    if well_formed {
+        Reject::new(505, "unsupported HTTP version")
+    } else {
+        Reject::new(400, "malformed request line")
+    }
 }
 
 /// An incomplete head is fine unless it already breaks a limit.
@@ -227,8 +266,13 @@ fn check_line_endings(head: &[u8], line_end: usize, headers: &[Header<'_>]) -> R
 /// client sent absolute-form (which then overrides Host, RFC 9112 §3.2.2).
 fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'a str>), Reject> {
     if target.starts_with('/') {
-        if target.contains('#') {
-            return Err(Reject::new(400, "fragment in request target"));
+        // httparse admits bytes >= 0x80 in a target; RFC 3986 does not. One branch-free pass
+        // finds both those and a fragment.
+        let bad = target
+            .bytes()
+            .fold(0u8, |acc, b| acc | (b & 0x80) | u8::from(b == b'#'));
+        if bad != 0 {
+            return Err(Reject::new(400, "invalid request target"));
         }
         return Ok((target, None));
     }
@@ -252,7 +296,7 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
     if authority.is_empty()
         || authority.contains('@')
         || !valid_host(authority.as_bytes())
-        || path.contains('#')
+        || path.bytes().any(|b| b == b'#' || b >= 0x80)
     {
         return Err(Reject::new(400, "invalid request target"));
     }
@@ -351,7 +395,15 @@ fn transfer_encoding_is_chunked(v: &[u8]) -> Result<bool, Reject> {
         return Ok(true);
     }
     let last = v.rsplit(|b| *b == b',').next().map(trim).unwrap_or(b"");
-    if last.eq_ignore_ascii_case(b"chunked") || v.is_empty() {
+    let chunked_count = v
+        .split(|b| *b == b',')
+        .filter(|c| trim(c).eq_ignore_ascii_case(b"chunked"))
+        .count();
+    if chunked_count > 1 {
+        Err(Reject::new(400, "chunked applied more than once"))
+    } else if v.is_empty() {
+        Err(Reject::new(400, "empty Transfer-Encoding"))
+    } else if last.eq_ignore_ascii_case(b"chunked") {
         Err(Reject::new(501, "unsupported transfer coding"))
     } else if v
         .split(|b| *b == b',')
@@ -464,6 +516,37 @@ mod tests {
         );
         assert_eq!(
             run(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"),
+            Err(400)
+        );
+        // Extra spaces or a malformed version are a bad request line; only a real other
+        // version is 505.
+        assert_eq!(run(b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
+        assert_eq!(run(b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
+        assert_eq!(run(b"GET / http/1.1\r\nHost: a\r\n\r\n"), Err(400));
+        assert_eq!(run(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n"), Err(505));
+        assert_eq!(run(b"GET / HTTP/0.9\r\nHost: a\r\n\r\n"), Err(505));
+        assert_eq!(
+            run(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"GET http://a/caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: a\r\nContent_Length: 5\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(
+            run(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n"),
             Err(400)
         );
     }

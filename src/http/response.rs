@@ -94,8 +94,10 @@ pub fn parse<'a>(
             (Some(v), None) if v.eq_ignore_ascii_case(b"chunked") || trimmed_eq_chunked(v) => {
                 (Body::Chunked, false)
             }
-            // Any other coding: the body runs until close (RFC 9112 §6.3 rule 4 for responses).
-            (Some(_), None) => (Body::None, true),
+            // Any other coding: RFC 9112 §6.3 would have the body run until close, but the coding
+            // is hop-by-hop and Ringway neither decodes nor passes it on, so the client would
+            // get coded bytes as the body. Refused, as HAProxy does.
+            (Some(_), None) => return Err(BadResponse("unsupported upstream transfer coding")),
             (None, Some(n)) => (Body::Length(n), false),
             (None, None) => (Body::None, true),
         }
@@ -186,6 +188,12 @@ mod tests {
         )
         .is_err());
         assert!(run(b"HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
+        assert!(run(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).is_err());
+        assert!(run(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false
+        )
+        .is_err());
         assert!(run(b"HTPT/1.1 200 OK\r\n\r\n", false).is_err());
     }
 }

@@ -6,7 +6,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -232,7 +231,7 @@ impl Upstream {
     /// A well-behaved keep-alive upstream: answers every request with 200 and the request's
     /// target as the body.
     pub fn echo_path() -> Upstream {
-        Upstream::spawn(|c| serve_echo(c))
+        Upstream::spawn(serve_echo)
     }
 
     /// Connections accepted so far.

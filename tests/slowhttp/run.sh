@@ -101,12 +101,13 @@ attack() {
     done ) >> "$probe_log" 2>/dev/null &
   local probe=$!
   pids+=($probe)
-  # Near the end of the attack: how many client connections Ringway still holds open.
-  ( sleep $((secs - 2)); ss -Htn state established "( sport = :$port )" | wc -l > "$work/$name.held" ) &
-  pids+=($!)
+  # Once a second: how many client connections Ringway holds open (established on its port).
+  ( while :; do ss -Htn state established "( sport = :$port )" | wc -l; sleep 1; done ) > "$work/$name.held" 2>/dev/null &
+  local sampler=$!
+  pids+=($sampler)
   timeout $((secs + 30)) slowhttptest "$@" -l "$secs" -g -o "$work/$name" > "$work/$name.log" 2>&1 || true
-  kill "$probe" 2>/dev/null || true
-  wait "$probe" 2>/dev/null || true
+  kill "$probe" "$sampler" 2>/dev/null || true
+  wait "$probe" "$sampler" 2>/dev/null || true
   local csv="$work/$name.csv"
   local ok fails unavailable connected
   ok=$(grep -c '^ok$' "$probe_log" || true)
@@ -117,9 +118,11 @@ attack() {
   # CSV: Seconds,Closed,Pending,Connected,Service Available (1 = available, 0 = not).
   unavailable=$(awk -F, 'NR>2 && $5 == 0 {n++} END {print n+0}' "$csv")
   connected=$(awk -F, 'NR>1 && $4 > m {m=$4} END {print m+0}' "$csv")
-  local held
-  held=$(cat "$work/$name.held" 2>/dev/null || echo "?")
-  echo "$name: slowhttptest peak connected=$connected, seconds unavailable=$unavailable; probe ok=$ok failed=$fails; connections ringway held near the end=$held"
+  local held_max held_last ended
+  held_max=$(sort -n "$work/$name.held" | tail -n 1)
+  held_last=$(tail -n 1 "$work/$name.held")
+  ended=$(grep -o 'Exit status:.*' "$work/$name.log" | sed 's/\x1b\[[0-9;]*m//g' | head -n 1)
+  echo "$name: slowhttptest peak connected=$connected, seconds unavailable=$unavailable ($ended); probe ok=$ok failed=$fails; client connections held by ringway: max=$held_max last=$held_last"
   if [ "$unavailable" -ne 0 ] || [ "$fails" -ne 0 ] || [ "$ok" -eq 0 ]; then
     echo "FAIL $name"; tail -n 5 "$csv"; fail=1
   fi

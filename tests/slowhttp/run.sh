@@ -3,8 +3,8 @@
 # service stays available throughout: slow headers (-H, slowloris), slow body (-B, slow POST)
 # and slow read (-X). Each attack is bounded (-l, about 30 s). Availability is judged twice:
 # from slowhttptest's own report (its CSV "Service Available" column must never read 0 after
-# the first second), and by a parallel probe that makes a fresh request every 0.5 s and must
-# never fail. Ringway runs with 1 worker and 5 s header/body/send timeouts against a small
+# the first second), and by a parallel probe that makes two fresh requests every 0.5 s, one
+# proxied and one answered by a static route of Ringway's own, and must never fail. Ringway runs with 1 worker and 5 s header/body/send timeouts against a small
 # Python upstream (GET /big answers 4 MiB, POST reads its body). Every process started here is
 # stopped by its PID. Usage: tests/slowhttp/run.sh [RINGWAY_BINARY] [SECONDS_PER_ATTACK]
 set -euo pipefail
@@ -72,6 +72,10 @@ bind = "127.0.0.1:0"
 [upstream.up]
 servers = ["127.0.0.1:$up_port"]
 [[route]]
+name = "local"
+match = { path = "/local-probe" }
+respond = { status = 200, body = "ok" }
+[[route]]
 name = "all"
 upstream = "up"
 TOML
@@ -97,6 +101,7 @@ attack() {
   # The parallel probe: one fresh connection every 0.5 s for as long as the attack runs.
   ( while :; do
       if curl -fsS -m 3 -o /dev/null "$url/probe"; then echo ok; else echo FAIL; fi
+      if curl -fsS -m 3 -o /dev/null "$url/local-probe"; then echo local-ok; else echo local-FAIL; fi
       sleep 0.5
     done ) >> "$probe_log" 2>/dev/null &
   local probe=$!
@@ -110,8 +115,10 @@ attack() {
   wait "$probe" "$sampler" 2>/dev/null || true
   local csv="$work/$name.csv"
   local ok fails unavailable connected
-  ok=$(grep -c '^ok$' "$probe_log" || true)
-  fails=$(grep -c '^FAIL$' "$probe_log" || true)
+  ok=$(grep -c 'ok$' "$probe_log" || true)
+  fails=$(grep -c 'FAIL$' "$probe_log" || true)
+  local local_fails
+  local_fails=$(grep -c '^local-FAIL$' "$probe_log" || true)
   if [ ! -s "$csv" ]; then
     echo "FAIL $name: slowhttptest wrote no report"; tail -n 20 "$work/$name.log"; fail=1; return
   fi
@@ -122,7 +129,7 @@ attack() {
   held_max=$(sort -n "$work/$name.held" | tail -n 1)
   held_last=$(tail -n 1 "$work/$name.held")
   ended=$(grep -o 'Exit status:.*' "$work/$name.log" | sed 's/\x1b\[[0-9;]*m//g' | head -n 1)
-  echo "$name: slowhttptest peak connected=$connected, seconds unavailable=$unavailable ($ended); probe ok=$ok failed=$fails; client connections held by ringway: max=$held_max last=$held_last"
+  echo "$name: slowhttptest peak connected=$connected, seconds unavailable=$unavailable ($ended); probes ok=$ok failed=$fails (of which answered by ringway itself: failed=$local_fails); client connections held by ringway: max=$held_max last=$held_last"
   if [ "$unavailable" -ne 0 ] || [ "$fails" -ne 0 ] || [ "$ok" -eq 0 ]; then
     echo "FAIL $name"; tail -n 5 "$csv"; fail=1
   fi

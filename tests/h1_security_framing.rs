@@ -44,6 +44,8 @@ const HEAD_REJECTS: &[(&str, &[u8], u16)] = &[
     ("bare LF ending a header", b"GET / HTTP/1.1\r\nHost: t\nX-A: b\r\n\r\n", 400),
     ("bare LF ending the head", b"GET / HTTP/1.1\r\nHost: t\r\n\n", 400),
     ("bare LF only", b"GET / HTTP/1.1\nHost: t\n\n", 400),
+    ("bare LF before the request line", b"\nGET / HTTP/1.1\r\nHost: t\r\n\r\n", 400),
+    ("bare LF ending request line after an empty line", b"\r\nGET / HTTP/1.1\nHost: t\r\n\r\n", 400),
     // Line folding and whitespace around names.
     ("obs-fold space", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400),
     ("obs-fold tab", b"GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n", 400),
@@ -138,6 +140,7 @@ fn tolerated_forms_are_accepted() {
         ("absolute form", b"GET http://t/abs HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n"),
         ("IPv6 Host", b"GET /v6 HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n"),
         ("OPTIONS *", b"OPTIONS * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
+        ("empty lines before the request line", b"\r\n\r\nGET /lead HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"),
         ("obs-text in value", b"GET /obs HTTP/1.1\r\nHost: t\r\nX-A: caf\xe9\r\nConnection: close\r\n\r\n"),
     ] {
         let mut c = Client::new(rw.addr);

@@ -61,6 +61,12 @@ fn request_line_limit_is_414() {
     );
     let over = line_of(258);
     expect_reject(rw.addr, format!("{over}Host: t\r\n\r\n").as_bytes(), 414);
+    // Empty lines before it do not move the limit (found by fuzzing).
+    expect_reject(
+        rw.addr,
+        format!("\r\n{over}Host: t\r\n\r\n").as_bytes(),
+        414,
+    );
     // Refused before the line is even complete: no need to wait for the rest.
     expect_reject(rw.addr, format!("GET /{}", "a".repeat(400)).as_bytes(), 414);
 }

@@ -79,11 +79,14 @@ pub fn parse<'a>(
         return Err(Reject::new(431, "request head too large"));
     }
     let head = &buf[..head_len];
-    let line_end = memchr::memchr(b'\n', head).unwrap_or(head.len());
-    if line_end > limits.max_request_line {
+    // httparse skips empty lines before the request line (RFC 9112 §2.2), bare LFs included;
+    // the line checks below start after them.
+    let start = leading_empty_lines(head)?;
+    let line_end = start + memchr::memchr(b'\n', &head[start..]).unwrap_or(head.len() - start);
+    if line_end - start > limits.max_request_line {
         return Err(Reject::new(414, "request line too long"));
     }
-    check_line_endings(head, line_end, req.headers)?;
+    check_line_endings(head, start, line_end, req.headers)?;
 
     let (Some(method), Some(target), Some(v)) = (req.method, req.path, req.version) else {
         return Err(Reject::new(400, "incomplete request line"));
@@ -228,9 +231,10 @@ fn version_error(buf: &[u8]) -> Reject {
 
 /// An incomplete head is fine unless it already breaks a limit.
 fn partial<'a>(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead<'a>>, Reject> {
-    let line_end = memchr::memchr(b'\n', buf);
+    let start = leading_empty_lines(buf)?;
+    let line_end = memchr::memchr(b'\n', &buf[start..]);
     match line_end {
-        None if buf.len() > limits.max_request_line => {
+        None if buf.len() - start > limits.max_request_line => {
             Err(Reject::new(414, "request line too long"))
         }
         Some(n) if n > limits.max_request_line => Err(Reject::new(414, "request line too long")),
@@ -239,14 +243,33 @@ fn partial<'a>(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead<'a>>, R
     }
 }
 
+/// Empty lines before the request line are tolerated as CRLF only (a client may send one
+/// after a body); a bare LF there is refused like anywhere else. Returns where the request
+/// line starts. Only the first bytes of a head are looked at.
+fn leading_empty_lines(buf: &[u8]) -> Result<usize, Reject> {
+    let mut i = 0;
+    while buf[i..].starts_with(b"\r\n") {
+        i += 2;
+    }
+    if buf.get(i) == Some(&b'\n') {
+        return Err(Reject::new(400, "bare LF in request head"));
+    }
+    Ok(i)
+}
+
 /// httparse accepts a bare LF as a line ending; a peer that does not would see different
 /// headers, so we refuse it (RFC 9112 §2.2 allows either choice). A LF can only end a line
 /// (httparse refuses it elsewhere, and obs-fold), so checking the byte before each line's end
 /// covers the head in O(lines): the request line, each header (after any trailing
 /// whitespace), and the final empty line.
-fn check_line_endings(head: &[u8], line_end: usize, headers: &[Header<'_>]) -> Result<(), Reject> {
+fn check_line_endings(
+    head: &[u8],
+    start: usize,
+    line_end: usize,
+    headers: &[Header<'_>],
+) -> Result<(), Reject> {
     const BARE_LF: Reject = Reject::new(400, "bare LF in request head");
-    if line_end == 0 || head[line_end - 1] != b'\r' || !head.ends_with(b"\r\n\r\n") {
+    if line_end <= start || head[line_end - 1] != b'\r' || !head.ends_with(b"\r\n\r\n") {
         return Err(BARE_LF);
     }
     let base = head.as_ptr() as usize;
@@ -505,6 +528,14 @@ mod tests {
         assert_eq!(run(b"GET / HTTP/1.1\nHost: a\r\n\r\n"), Err(400));
         assert_eq!(run(b"GET / HTTP/1.1\r\nHost: a\n\r\n"), Err(400));
         assert_eq!(run(b"GET / HTTP/1.1\r\nHost: a\r\n\n"), Err(400));
+        // Empty lines before the request line: CRLF tolerated, bare LF not, and the line
+        // checks apply to the request line itself (found by fuzzing).
+        assert!(run(b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .is_some());
+        assert_eq!(run(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
+        assert_eq!(run(b"\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"), Err(400));
+        assert_eq!(run(b"\r\nGET / HTTP/1.1\nHost: a\r\n\r\n"), Err(400));
         assert_eq!(run(b"GET / HTTP/1.1\r\nHost: a  \nX: b\r\n\r\n"), Err(400));
         assert_eq!(run(b"GET / HTTP/1.1\r\nX:\nHost: a\r\n\r\n"), Err(400));
         assert!(run(b"GET / HTTP/1.1\r\nHost: a  \r\nX:\r\n\r\n").is_ok());
@@ -585,6 +616,10 @@ mod tests {
     #[test]
     fn limits() {
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        assert_eq!(run(long.as_bytes()), Err(414));
+        let long = format!("\r\nGET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(run(long.as_bytes()), Err(414));
+        let long = format!("\r\nGET /{}", "a".repeat(9000));
         assert_eq!(run(long.as_bytes()), Err(414));
         let many = format!("GET / HTTP/1.1\r\n{}", "X-A: b\r\n".repeat(100));
         assert_eq!(run(many.as_bytes()), Err(431));

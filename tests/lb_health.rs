@@ -272,3 +272,32 @@ fn passing_health_check_ends_an_ejection_from_the_same_outage() {
     let (_, failed) = traffic.finish();
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+#[test]
+fn broken_client_bodies_do_not_eject_the_server() {
+    let a = Backend::start("a");
+    let rw = Ringway::start(
+        &config(
+            &server_list(&addrs(&[&a])),
+            "outlier = { consecutive_failures = 1, base_ejection = \"30s\" }",
+            "",
+        ),
+        1,
+    );
+    // Each request streams a chunked body whose framing breaks after the head went upstream.
+    for _ in 0..5 {
+        let mut s = std::net::TcpStream::connect(rw.http()).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap();
+        s.write_all(b"5\r\nhello\r\nZZ\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    // With consecutive_failures = 1 a single upstream failure would eject the only server and
+    // this GET would get 503: the client's broken bodies must not count against it.
+    let mut c = Client::new(rw.http());
+    assert_eq!(c.get("/").unwrap().status, 200);
+    assert_eq!(rw.count_lines("ejected for"), 0, "{}", rw.stderr());
+}

@@ -237,11 +237,15 @@ impl Exchange<'_> {
             return Err(AttemptError::Retryable(502, "upstream write failed"));
         }
         if self.body_left != Body::None {
-            if let Some(next) = self
+            if let Some((next, upstream_at_fault)) = self
                 .send_body(cfg.body_timeout, client, rbuf, &mut conn, out)
                 .await
             {
-                cluster.record(server, Outcome::Failure);
+                // Only the upstream's own failure counts toward its ejection: a client sending
+                // a broken or stalled body must not be able to eject servers.
+                if upstream_at_fault {
+                    cluster.record(server, Outcome::Failure);
+                }
                 return Err(AttemptError::Done(next));
             }
             self.body_left = Body::None;
@@ -399,7 +403,7 @@ impl Exchange<'_> {
         rbuf: &mut ConnBuf,
         conn: &mut UpstreamConn,
         out: &mut Vec<u8>,
-    ) -> Option<Next> {
+    ) -> Option<(Next, bool)> {
         let http = &self.state.config.http;
         if self.plan.expect_continue && rbuf.is_empty() {
             let mut cont = Vec::with_capacity(CONTINUE_100.len());
@@ -408,7 +412,7 @@ impl Exchange<'_> {
                 .await
                 .is_err()
             {
-                return Some(Next::Close);
+                return Some((Next::Close, false));
             }
         }
         let deadlines = Deadlines {
@@ -443,23 +447,26 @@ impl Exchange<'_> {
             Body::None => Ok(()),
         };
         self.state.worker.give_buf(scratch);
-        let (status, why) = match res {
+        let (status, why, upstream_at_fault) = match res {
             Ok(()) => return None,
             Err(BodyError {
                 side: Side::Src,
                 failure,
             }) => match failure {
-                Failure::TooLarge => (413, "request body too large"),
-                Failure::Framing(why) => (400, why),
-                Failure::Timeout => (408, "request body timed out"),
+                Failure::TooLarge => (413, "request body too large", false),
+                Failure::Framing(why) => (400, why, false),
+                Failure::Timeout => (408, "request body timed out", false),
                 // The client went away mid-body: nobody is left to answer.
-                Failure::Io | Failure::Eof => return Some(Next::Close),
+                Failure::Io | Failure::Eof => return Some((Next::Close, false)),
             },
             Err(BodyError {
                 side: Side::Dst, ..
-            }) => (502, "upstream stopped reading the request body"),
+            }) => (502, "upstream stopped reading the request body", true),
         };
-        Some(local_error(client, self.cw, out, status, why).await)
+        Some((
+            local_error(client, self.cw, out, status, why).await,
+            upstream_at_fault,
+        ))
     }
 }
 

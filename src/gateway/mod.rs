@@ -256,6 +256,7 @@ impl RouteGateway {
                         Failure::Missing => (401, "credential required", Reject::AuthMissing),
                         Failure::Invalid(w) => (401, w, Reject::AuthInvalid),
                         Failure::Forbidden(w) => (403, w, Reject::Forbidden),
+                        Failure::Busy => (503, "authentication busy, retry", Reject::AuthInvalid),
                     };
                     self.counters.reject(kind);
                     return self.reject(req, out, status, why, |o| policy.write_challenge(f, o));

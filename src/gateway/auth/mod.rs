@@ -28,6 +28,8 @@ pub enum Failure {
     Invalid(&'static str),
     /// Authenticated but not allowed (missing scope, consumer not admitted): 403.
     Forbidden(&'static str),
+    /// The worker's budget for slow password checks is spent this second: 503, retry later.
+    Busy,
 }
 
 pub enum Kind {
@@ -66,6 +68,7 @@ impl Policy {
     /// The `www-authenticate` line for a 401 (nothing for 403).
     pub fn write_challenge(&self, f: Failure, out: &mut Vec<u8>) {
         match (&self.kind, f) {
+            (_, Failure::Busy) => out.extend_from_slice(b"retry-after: 1\r\n"),
             (_, Failure::Forbidden(_)) => {
                 if let (Kind::Jwt(_), Failure::Forbidden(why)) = (&self.kind, f) {
                     if why == jwt::INSUFFICIENT_SCOPE {

@@ -27,7 +27,7 @@ use std::rc::Rc;
 /// Upper bound for `http.max_headers`; the slots live on the stack, uninitialised until used.
 const MAX_HEADER_SLOTS: usize = 512;
 /// A client connection's first read buffer (nginx's client_header_buffer_size is 1 KiB).
-const INITIAL_READ_BUF: usize = 2048;
+const INITIAL_READ_BUF: usize = 1024;
 
 /// What the connection does after a response.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

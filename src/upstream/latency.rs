@@ -45,18 +45,23 @@ impl PeakEwma {
         self.stamp.set(Some(Instant::now()));
     }
 
-    /// The estimate, decayed by the time since the last sample or penalty: a server that gets
-    /// no traffic (because it looked slow or failed) is tried again eventually instead of being
-    /// starved for good by its last bad figure.
     /// Whether any latency was observed yet.
     pub fn sampled(&self) -> bool {
         self.stamp.get().is_some()
     }
 
     pub fn current_ns(&self) -> f64 {
+        self.current_ns_at(Instant::now())
+    }
+
+    /// The estimate at `now`, decayed by the time since the last sample or penalty: a server
+    /// that gets no traffic (because it looked slow or failed) is tried again eventually
+    /// instead of being starved for good by its last bad figure. A pick passes one `now` for
+    /// all servers, so it reads the clock once.
+    pub fn current_ns_at(&self, now: Instant) -> f64 {
         match self.stamp.get() {
             Some(t) => {
-                let elapsed = t.elapsed().as_nanos() as f64;
+                let elapsed = now.saturating_duration_since(t).as_nanos() as f64;
                 self.value_ns.get() * (-elapsed / TAU_NS).exp()
             }
             None => self.value_ns.get(),

@@ -402,8 +402,10 @@ impl Cluster {
         if (ejected + 1) * 100 > o.max_ejected_percent as usize * self.servers.len() {
             return;
         }
-        // A server that stayed in for a full max_ejection since its last ejection starts over.
-        if until != 0 && now > until + o.max_ejection.as_millis() as u64 {
+        // A server that stayed in for a full max_ejection since it was last back starts over
+        // (an ended ejection is cleared into back_since_ms by `is_ejected`).
+        let last_back = until.max(p.back_since_ms.load(Ordering::Relaxed));
+        if last_back != 0 && now > last_back + o.max_ejection.as_millis() as u64 {
             p.ejection_streak.store(0, Ordering::Relaxed);
         }
         let streak = p.ejection_streak.load(Ordering::Relaxed).min(20);

@@ -49,11 +49,26 @@ impl PublishedServer {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Ejected right now? Reads the clock only for a server that was ever ejected.
+    /// Ejected right now? Reads the clock only while an ejection is pending: the first reader
+    /// after it ends clears it (moving its end to `back_since_ms`, for slow start and the
+    /// streak), so a server ejected once does not cost a clock read on every pick afterwards.
     #[inline]
     pub fn is_ejected(&self) -> bool {
         let until = self.ejected_until_ms.load(Ordering::Relaxed);
-        until != 0 && until > now_ms()
+        if until == 0 {
+            return false;
+        }
+        if until > now_ms() {
+            return true;
+        }
+        if self
+            .ejected_until_ms
+            .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.back_since_ms.fetch_max(until, Ordering::Relaxed);
+        }
+        false
     }
 }
 
@@ -114,5 +129,27 @@ impl Published {
             })
             .collect();
         Arc::new(Self { upstreams })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_ejection_is_cleared_into_back_since() {
+        let s = PublishedServer::new();
+        let now = now_ms();
+        s.ejected_until_ms.store(now + 60_000, Ordering::Relaxed);
+        assert!(s.is_ejected());
+        s.ejected_until_ms
+            .store(now.saturating_sub(1).max(1), Ordering::Relaxed);
+        assert!(!s.is_ejected());
+        // Cleared: later picks read no clock, and slow start still knows when it came back.
+        assert_eq!(s.ejected_until_ms.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            s.back_since_ms.load(Ordering::Relaxed),
+            now.saturating_sub(1).max(1)
+        );
     }
 }

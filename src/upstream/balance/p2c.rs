@@ -64,16 +64,17 @@ impl Balancer for P2cEwma {
         // A server with no sample yet is priced at the mean of the measured ones: priced at
         // zero it would take every concurrent request until its first answer, priced high it
         // would never be measured.
+        let now = std::time::Instant::now();
         let (sum, n) = servers
             .iter()
             .filter(|s| s.latency.sampled())
             .fold((0.0, 0u32), |(sum, n), s| {
-                (sum + s.latency.current_ns(), n + 1)
+                (sum + s.latency.current_ns_at(now), n + 1)
             });
         let unmeasured = if n == 0 { 1.0 } else { sum / n as f64 };
         two_choices(&self.rng, servers, eligible, |s| {
             let latency = if s.latency.sampled() {
-                s.latency.current_ns()
+                s.latency.current_ns_at(now)
             } else {
                 unmeasured
             };

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+use std::process::Command;
+
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,38 +18,15 @@ use std::time::{Duration, Instant};
 /// Failure deadline for anything that should happen soon; never a pacing sleep.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-pub struct TempDir(pub PathBuf);
+#[path = "../common/process.rs"]
+mod process;
+pub use process::TempDir;
 
-impl TempDir {
-    pub fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "ringway-gw-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running proxy; its listener address comes from the "listening on" line.
+/// A running proxy (the shared process harness); its listener address comes from the
+/// "listening on" line.
 pub struct Ringway {
-    child: Child,
+    inner: process::Ringway,
     pub addr: SocketAddr,
-    pub dir: TempDir,
 }
 
 impl Ringway {
@@ -62,40 +39,13 @@ impl Ringway {
         }
         let text = format!("[[listener]]\nname = \"gw\"\nbind = \"127.0.0.1:0\"\n{body}");
         let cfg = dir.write("ringway.toml", &text);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
-            .arg("--config")
-            .arg(&cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start ringway");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    // "ringway: listening on 127.0.0.1:PORT (gw), N worker(s)"
-                    if let Some(rest) = line.strip_prefix("ringway: listening on ") {
-                        let a = rest.split_whitespace().next().unwrap();
-                        break a.parse().unwrap();
-                    }
-                }
-                _ => {
-                    let st = child.wait();
-                    panic!("ringway exited before listening: {st:?}\nconfig:\n{text}");
-                }
-            }
-        };
-        // Keep draining stdout so the proxy never blocks on a full pipe.
-        thread::spawn(move || for _ in lines.by_ref() {});
-        Ringway { child, addr, dir }
-    }
-}
-
-impl Drop for Ringway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut cmd = Command::new(process::bin());
+        cmd.arg("--config").arg(&cfg);
+        let inner = process::spawn_ringway(cmd, 1, Some(dir)).unwrap_or_else(|(st, err)| {
+            panic!("ringway exited before listening ({st}):\n{err}\nconfig:\n{text}")
+        });
+        let addr = inner.addr();
+        Ringway { inner, addr }
     }
 }
 

@@ -6,130 +6,44 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Upper bound for anything that should happen "soon"; a failure deadline, never a speed goal.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Polls `f` until it returns `Some`, or panics with `what` after `within`.
-pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
+#[path = "../common/process.rs"]
+mod process;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use process::wait_for;
 
 // ---------------------------------------------------------------------------------------------
 // The proxy under test.
 
-/// A running `ringway`; killed (by its own PID, via `Child::kill`) and reaped on drop.
+/// A running `ringway` (the shared process harness) with its single listener's address.
 pub struct Ringway {
-    child: Child,
+    inner: process::Ringway,
     pub addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
-    dir: PathBuf,
 }
 
 impl Ringway {
     /// Starts ringway with `config` (which must have exactly one listener, bound to port 0).
     pub fn start(config: &str) -> Ringway {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringway-h1-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ringway.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
-            .arg("--config")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringway");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = stderr.clone();
-            let pipe = child.stderr.take().unwrap();
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines() {
-                    let Ok(line) = line else { break };
-                    let mut s = stderr.lock().unwrap();
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            });
-        }
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = parse_listening(&line) {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let end = Instant::now() + DEADLINE;
-        let addr = loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(a) => break a,
-                Err(_) => {
-                    if let Some(st) = child.try_wait().unwrap() {
-                        panic!(
-                            "ringway exited at start ({st}):\n{}",
-                            stderr.lock().unwrap()
-                        );
-                    }
-                    assert!(Instant::now() < end, "ringway did not report listening");
-                }
-            }
-        };
-        Ringway {
-            child,
-            addr,
-            stderr,
-            dir,
-        }
+        let inner = process::Ringway::start(config);
+        let addr = inner.addr();
+        Ringway { inner, addr }
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.inner.stderr()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.inner.pid()
     }
-}
-
-impl Drop for Ringway {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// "ringway: listening on 127.0.0.1:PORT (NAME), N worker(s)"
-fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let rest = line.strip_prefix("ringway: listening on ")?;
-    rest.split_once(' ')?.0.parse().ok()
 }
 
 /// A config with one worker and one listener on a free port forwarding everything to

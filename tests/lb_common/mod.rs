@@ -10,115 +10,34 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// Failure deadline for anything that should happen "soon"; never a speed threshold.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Polls `f` until it returns `Some`, or panics naming `what` after `within`.
-pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// A port nothing listens on (bound a moment ago, then released).
-pub fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../common/process.rs"]
+mod process;
+#[allow(unused_imports)] // each test binary uses a different part
+pub use process::{closed_port, wait_for};
 
 // ---------------------------------------------------------------------------------------------
 // Ringway
 
-/// A running `ringway`; killed by its PID and reaped on drop.
+/// A running `ringway` (the shared process harness) with what these tests add: listeners by
+/// index, stderr line counting for health and ejection events, and reload by SIGHUP.
 pub struct Ringway {
-    child: Child,
-    pub addrs: HashMap<String, SocketAddr>,
-    stderr: Arc<Mutex<String>>,
-    dir: PathBuf,
-    pub config_path: PathBuf,
+    inner: process::Ringway,
 }
 
 impl Ringway {
     /// Starts ringway on `config` and waits for `listeners` "listening on" lines.
     pub fn start(config: &str, listeners: usize) -> Ringway {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ringway-lb-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config_path = dir.join("ringway.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringway");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let text = stderr.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut t = text.lock().unwrap();
-                t.push_str(&line);
-                t.push('\n');
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut rw = Ringway {
-            child,
-            addrs: HashMap::new(),
-            stderr,
-            dir,
-            config_path,
-        };
-        let end = Instant::now() + DEADLINE;
-        while rw.addrs.len() < listeners {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
-                if let Some((addr, name)) = parse_listening(&line) {
-                    rw.addrs.insert(name, addr);
-                }
-            }
-            if let Some(st) = rw.child.try_wait().unwrap() {
-                thread::sleep(Duration::from_millis(100));
-                panic!("ringway exited at start ({st}):\n{}", rw.stderr());
-            }
-            assert!(
-                Instant::now() < end,
-                "ringway did not report listening:\n{}",
-                rw.stderr()
-            );
+        Ringway {
+            inner: process::Ringway::start_n(config, listeners, &[]),
         }
-        rw
     }
 
     /// The first listener (HTTP in every test config here).
@@ -129,17 +48,18 @@ impl Ringway {
     /// The `i`-th listener in config order (unnamed listeners are "listenerI").
     pub fn listener(&self, i: usize) -> SocketAddr {
         *self
+            .inner
             .addrs
             .get(&format!("listener{i}"))
-            .unwrap_or_else(|| panic!("no listener{i} in {:?}", self.addrs))
+            .unwrap_or_else(|| panic!("no listener{i} in {:?}", self.inner.addrs))
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.inner.pid() as i32
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.inner.stderr()
     }
 
     /// Number of stderr lines containing `needle`.
@@ -149,56 +69,28 @@ impl Ringway {
 
     /// Waits until stderr holds at least `n` lines containing `needle`.
     pub fn wait_lines(&self, needle: &str, n: usize) {
-        let end = Instant::now() + DEADLINE;
-        while self.count_lines(needle) < n {
-            assert!(
-                Instant::now() < end,
-                "timed out waiting for {n}x {needle:?} in stderr:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(DEADLINE, &format!("{n}x {needle:?} in stderr"), || {
+            (self.count_lines(needle) >= n).then_some(())
+        });
     }
 
     /// Rewrites the config file and sends SIGHUP; waits for the "reloaded" line.
     pub fn reload(&self, config: &str) {
         let before = self.count_lines("ringway: reloaded");
-        std::fs::write(&self.config_path, config).unwrap();
-        // SAFETY: kill(2) on the PID of a child this harness spawned and has not reaped.
-        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGHUP) }, 0);
+        let path = self
+            .inner
+            .config_path
+            .as_ref()
+            .expect("started from a config file");
+        std::fs::write(path, config).unwrap();
+        self.inner.signal("HUP");
         self.wait_lines("ringway: reloaded", before + 1);
     }
 
-    /// SIGTERM and the stderr once the process has exited.
+    /// SIGTERM and the stderr once the process has exited (and closed its stderr).
     pub fn stop(mut self) -> String {
-        // SAFETY: as in `reload`.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        let end = Instant::now() + DEADLINE;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < end, "ringway did not exit on SIGTERM");
-            thread::sleep(Duration::from_millis(5));
-        }
-        thread::sleep(Duration::from_millis(50));
-        self.stderr()
+        self.inner.stop().1
     }
-}
-
-impl Drop for Ringway {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn parse_listening(line: &str) -> Option<(SocketAddr, String)> {
-    // "ringway: listening on 127.0.0.1:PORT (NAME), N worker(s)"
-    let rest = line.strip_prefix("ringway: listening on ")?;
-    let (addr, rest) = rest.split_once(' ')?;
-    let name = rest.strip_prefix('(')?.split_once(')')?.0;
-    Some((addr.parse().ok()?, name.to_string()))
 }
 
 /// `["127.0.0.1:P1", "127.0.0.1:P2"]` for the servers' addresses.

@@ -13,10 +13,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-fn addrs(bs: &[&Backend]) -> Vec<SocketAddr> {
-    bs.iter().map(|b| b.addr).collect()
-}
-
 #[test]
 fn smooth_weighted_round_robin_is_exact_in_every_cycle() {
     let (a, b, c) = (

@@ -8,10 +8,6 @@ mod lb_common;
 use lb_common::*;
 use std::net::SocketAddr;
 
-fn addrs(bs: &[&Backend]) -> Vec<SocketAddr> {
-    bs.iter().map(|b| b.addr).collect()
-}
-
 #[test]
 fn killed_server_is_ejected_and_no_request_fails() {
     let (a, mut b, c) = (

@@ -9,10 +9,6 @@ use lb_common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-fn addrs(bs: &[&Backend]) -> Vec<SocketAddr> {
-    bs.iter().map(|b| b.addr).collect()
-}
-
 fn outage(route_retry: &str) -> (Ringway, [Backend; 3]) {
     let bs = [
         Backend::start("a"),

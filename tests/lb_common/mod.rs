@@ -93,6 +93,11 @@ impl Ringway {
     }
 }
 
+/// The addresses of `backends`, in order.
+pub fn addrs(backends: &[&Backend]) -> Vec<SocketAddr> {
+    backends.iter().map(|b| b.addr).collect()
+}
+
 /// `["127.0.0.1:P1", "127.0.0.1:P2"]` for the servers' addresses.
 pub fn server_list(addrs: &[SocketAddr]) -> String {
     let items: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();

@@ -1,6 +1,7 @@
 //! Ringway: a thread-per-core edge proxy on io_uring (load balancer, API gateway, reverse proxy).
 //! Module layout follows shared/design.md; dependencies point downward only.
 
+pub mod alloc;
 pub mod config;
 pub mod deadline;
 pub mod gateway;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: ringway::alloc::Allocator = ringway::alloc::Allocator;
 
 #[derive(Parser)]
 #[command(

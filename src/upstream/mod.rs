@@ -282,11 +282,21 @@ impl Cluster {
         verify: bool,
         dog: &Watchdog,
     ) -> Result<UpstreamConn, ConnectError> {
+        match allow_pooled.then(|| self.pooled(server, verify)).flatten() {
+            Some(conn) => Ok(conn),
+            // Boxed: the connect timeout's timer entry is cache-line aligned (128 bytes), which
+            // would over-align every future that awaits this one and send each request's boxed
+            // exchange through the allocator's slow aligned path. Fresh connects are the rare
+            // case on a warm pool, so only they pay for this allocation.
+            None => Box::pin(self.connect_new(server, dog)).await,
+        }
+    }
+
+    /// An idle pooled connection to `server`, if there is one still usable.
+    pub fn pooled(&self, server: usize, verify: bool) -> Option<UpstreamConn> {
         let s = &self.servers[server];
-        while let Some((stream, watch)) = allow_pooled
-            .then(|| s.pool.borrow_mut().checkout())
-            .flatten()
-        {
+        loop {
+            let (stream, watch) = s.pool.borrow_mut().checkout()?;
             // A request that could not be sent again (not idempotent, or its body streams) must
             // not land on a connection the upstream closed while it sat idle: one non-blocking
             // peek tells. Retryable requests skip it and rely on the retry instead.
@@ -294,13 +304,22 @@ impl Cluster {
                 continue;
             }
             s.reused.set(s.reused.get() + 1);
-            return Ok(UpstreamConn {
+            return Some(UpstreamConn {
                 stream,
                 watch,
                 server,
                 reused: true,
             });
         }
+    }
+
+    /// Opens a new connection to `server` under the connect timeout and `max_pending`.
+    async fn connect_new(
+        &self,
+        server: usize,
+        dog: &Watchdog,
+    ) -> Result<UpstreamConn, ConnectError> {
+        let s = &self.servers[server];
         let pending = self
             .cfg
             .max_pending

@@ -22,6 +22,10 @@ pub struct ResponseHead<'a> {
     /// The upstream connection may carry another request after this response.
     pub reusable: bool,
     pub head_len: usize,
+    /// The head may go to the client byte for byte: HTTP/1.1, CRLF line ends only, no header
+    /// Ringway removes or rewrites (hop-by-hop, Connection, Transfer-Encoding, look-alikes), at
+    /// most one Content-Length, and a body not delimited by close.
+    pub verbatim: bool,
 }
 
 /// Parses a response head to a request that was `head_request` (HEAD) or not.
@@ -56,9 +60,12 @@ pub fn parse<'a>(
     let mut length: Option<u64> = None;
     let mut te: Option<&[u8]> = None;
     let mut conn = ConnectionTokens::default();
+    let mut rewritten = false;
     for h in headers {
         match classify(h.name) {
+            Class::EndToEnd | Class::Host | Class::Expect => {}
             Class::ContentLength => {
+                rewritten |= length.is_some();
                 let n = parse_content_length(h.value)
                     .ok_or(BadResponse("invalid upstream Content-Length"))?;
                 if length.is_some_and(|prev| prev != n) {
@@ -71,9 +78,13 @@ pub fn parse<'a>(
                     return Err(BadResponse("several upstream Transfer-Encoding headers"));
                 }
                 te = Some(h.value);
+                rewritten = true;
             }
-            Class::Connection => conn.add(h.value),
-            _ => {}
+            Class::Connection => {
+                conn.add(h.value);
+                rewritten = true;
+            }
+            Class::HopByHop | Class::Lookalike => rewritten = true,
         }
     }
     if conn.overflow {
@@ -107,7 +118,10 @@ pub fn parse<'a>(
     } else {
         conn.keep_alive && !conn.close
     };
+    let verbatim =
+        version == 1 && !rewritten && !close_delimited && crlf_only(&buf[..head_len], headers);
     Ok(Some(ResponseHead {
+        verbatim,
         status: code,
         reason,
         headers,
@@ -117,6 +131,18 @@ pub fn parse<'a>(
         reusable: keep && !close_delimited && code != 101,
         head_len,
     }))
+}
+
+/// Every line of the head ends in CRLF. httparse also takes a bare LF as a line end, but takes
+/// a CR only as part of CRLF (never inside a value or the reason), so a line ends in CRLF
+/// exactly when the byte two before the next line is a CR. One look per line, no scan.
+fn crlf_only(head: &[u8], headers: &[Header<'_>]) -> bool {
+    let base = head.as_ptr() as usize;
+    head.ends_with(b"\r\n\r\n")
+        && headers.iter().all(|h| {
+            let at = h.name.as_ptr() as usize - base;
+            at >= 2 && head[at - 2] == b'\r'
+        })
 }
 
 fn trimmed_eq_chunked(v: &[u8]) -> bool {
@@ -195,5 +221,43 @@ mod tests {
         )
         .is_err());
         assert!(run(b"HTPT/1.1 200 OK\r\n\r\n", false).is_err());
+    }
+
+    fn verbatim(input: &[u8], head: bool) -> bool {
+        let mut slots = [MaybeUninit::uninit(); 32];
+        parse(input, &mut slots, head, 65536)
+            .unwrap()
+            .unwrap()
+            .verbatim
+    }
+
+    #[test]
+    fn verbatim_only_when_nothing_is_rewritten() {
+        assert!(verbatim(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok",
+            false
+        ));
+        assert!(verbatim(
+            b"HTTP/1.1 204 No Content\r\nX-A: b\r\n\r\n",
+            false
+        ));
+        assert!(verbatim(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            true
+        ));
+        // Each of these must be re-serialised.
+        for head in [
+            &b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\nX-A: b\r\n\r\n",
+            b"HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent_Length: 2\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX-A: b\r\n\r\n",
+        ] {
+            assert!(!verbatim(head, false), "{}", String::from_utf8_lossy(head));
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! another server when the route's policy, the request's safety and the retry budget allow.
 
 use super::body::{self, BodyError, Deadlines, Encode, Failure, Side};
-use super::head::{write_response, OutFraming};
+use super::head::{connection_line, write_response, OutFraming};
 use super::state::CoreState;
 use super::{Next, Plan};
 use crate::deadline::{Phase, Watch};
@@ -35,6 +35,9 @@ struct ResponsePlan {
     reusable: bool,
     /// The client connection stays open after this response.
     keep: bool,
+    /// When not 0: the upstream's head (this many bytes) is still at the front of the upstream
+    /// buffer and goes to the client as is, together with the body, without a copy.
+    verbatim_head: usize,
 }
 
 enum HeadError {
@@ -331,6 +334,15 @@ impl Exchange<'_> {
             dst: self.cw,
         };
         let body_result = match resp.framing {
+            // Head and body straight from the upstream buffer (the head was left in it).
+            OutFraming::NoBody | OutFraming::Length(_) if resp.verbatim_head > 0 => {
+                let body = match resp.framing {
+                    OutFraming::Length(n) => n,
+                    _ => 0,
+                };
+                let n = resp.verbatim_head as u64 + body;
+                body::copy_length(&mut conn.stream, ubuf, client, n, &client_deadlines).await
+            }
             OutFraming::NoBody => write_client(client, self.cw, out, http.send_timeout).await,
             OutFraming::Length(n) if ubuf.len() as u64 >= n => {
                 // The whole body is here: one write for head and body.
@@ -520,15 +532,30 @@ async fn read_response_head(
                         }
                         (Body::None, false, _) => (OutFraming::NoBody, Encode::Raw),
                     };
-                    out.clear();
-                    write_response(
-                        out,
-                        &head,
-                        framing,
-                        keep,
-                        plan.version,
-                        plan.response_edits.as_deref(),
-                    );
+                    let n = head.head_len;
+                    let verbatim = head.verbatim
+                        && plan.response_edits.is_none()
+                        && matches!(framing, OutFraming::Length(_) | OutFraming::NoBody);
+                    let mut verbatim_head = 0;
+                    if verbatim && keep && plan.version == Version::Http11 {
+                        // The common case: nothing to change, so nothing to copy either.
+                        verbatim_head = n;
+                    } else if verbatim {
+                        out.clear();
+                        out.extend_from_slice(&ubuf.data()[..n - 2]);
+                        out.extend_from_slice(connection_line(keep, plan.version));
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.clear();
+                        write_response(
+                            out,
+                            &head,
+                            framing,
+                            keep,
+                            plan.version,
+                            plan.response_edits.as_deref(),
+                        );
+                    }
                     let plan = ResponsePlan {
                         status: head.status,
                         body: head.body,
@@ -536,9 +563,11 @@ async fn read_response_head(
                         encode,
                         reusable: head.reusable,
                         keep,
+                        verbatim_head,
                     };
-                    let n = head.head_len;
-                    ubuf.consume(n);
+                    if verbatim_head == 0 {
+                        ubuf.consume(n);
+                    }
                     return Ok(plan);
                 }
                 Ok(None) => {}

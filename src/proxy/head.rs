@@ -1,6 +1,7 @@
 //! Re-serialises heads in both directions: the request Ringway sends upstream (hop-by-hop
 //! headers gone, framing normalised, forwarding headers added) and the response it sends the
-//! client. Nothing is passed through byte for byte.
+//! client. A response head with nothing to rewrite skips this and goes out as received (see
+//! `forward::read_response_head`).
 
 use super::state::WorkerCtx;
 use crate::config::Proxy;
@@ -84,51 +85,75 @@ pub fn write_request(
     out.push(b' ');
     out.extend_from_slice(target.path_prefix.as_bytes());
     out.extend_from_slice(target.path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(target.host_override.unwrap_or(req.host).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    // The client's own Host line stays where it is unless another value must go upstream.
+    let keep_host_line = target.host_override.is_none() && req.host_header;
+    if !keep_host_line {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(target.host_override.unwrap_or(req.host).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 
     let mut xff = Collected::new();
     let mut via = Collected::new();
     let mut has_id = false;
     let id_header = cfg.request_id_header.as_deref();
+    // Kept lines are copied from the client's head in runs rather than one by one: every line
+    // there ends in CRLF (checked when parsing), so consecutive kept lines are one slice.
+    let raw = req.raw;
+    let base = raw.as_ptr() as usize;
+    let mut run: Option<usize> = None;
     for h in req.headers {
-        if classify(h.name) != Class::EndToEnd {
-            continue;
-        }
-        if req.conn.has_names() && req.conn.lists(h.name) {
-            continue;
-        }
-        if let Some(e) = edits {
-            if e.drops(h.name) {
-                continue;
+        let keep = 'keep: {
+            match classify(h.name) {
+                Class::EndToEnd => {}
+                Class::Host if keep_host_line => break 'keep true,
+                _ => break 'keep false,
             }
-        }
-        match fwd_class(h.name) {
-            Fwd::Other => {
-                if let Some(id) = id_header {
-                    if h.name.len() == id.len() && h.name.eq_ignore_ascii_case(id) {
-                        has_id = true;
-                    }
+            if req.conn.has_names() && req.conn.lists(h.name) {
+                break 'keep false;
+            }
+            if let Some(e) = edits {
+                if e.drops(h.name) {
+                    break 'keep false;
                 }
             }
-            Fwd::XForwardedFor if cfg.x_forwarded_for => {
-                xff.push(h.value);
-                continue;
+            match fwd_class(h.name) {
+                Fwd::Other => {
+                    if let Some(id) = id_header {
+                        if h.name.len() == id.len() && h.name.eq_ignore_ascii_case(id) {
+                            has_id = true;
+                        }
+                    }
+                    true
+                }
+                Fwd::XForwardedFor if cfg.x_forwarded_for => {
+                    xff.push(h.value);
+                    false
+                }
+                Fwd::Via if cfg.via => {
+                    via.push(h.value);
+                    false
+                }
+                // Set by Ringway from what it saw itself; a client's value would be a spoof.
+                Fwd::XForwardedProto if cfg.x_forwarded_proto => false,
+                Fwd::XForwardedHost if cfg.x_forwarded_host => false,
+                _ => true,
             }
-            Fwd::Via if cfg.via => {
-                via.push(h.value);
-                continue;
+        };
+        let at = h.name.as_ptr() as usize - base;
+        match (keep, run) {
+            (true, None) => run = Some(at),
+            (false, Some(start)) => {
+                out.extend_from_slice(&raw[start..at]);
+                run = None;
             }
-            // Set by Ringway from what it saw itself; a client's value would be a spoof.
-            Fwd::XForwardedProto if cfg.x_forwarded_proto => continue,
-            Fwd::XForwardedHost if cfg.x_forwarded_host => continue,
             _ => {}
         }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(start) = run {
+        // Up to the blank line.
+        out.extend_from_slice(&raw[start..raw.len() - 2]);
     }
     if cfg.x_forwarded_for {
         out.extend_from_slice(b"x-forwarded-for: ");
@@ -241,10 +266,15 @@ pub fn write_response(
         }
         OutFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
-    match (keep_alive, client) {
-        (false, _) => out.extend_from_slice(b"connection: close\r\n"),
-        (true, Version::Http10) => out.extend_from_slice(b"connection: keep-alive\r\n"),
-        (true, Version::Http11) => {}
-    }
+    out.extend_from_slice(connection_line(keep_alive, client));
     out.extend_from_slice(b"\r\n");
+}
+
+/// The Connection header a response to `client` needs: none for a keep-alive HTTP/1.1 client.
+pub fn connection_line(keep_alive: bool, client: Version) -> &'static [u8] {
+    match (keep_alive, client) {
+        (false, _) => b"connection: close\r\n",
+        (true, Version::Http10) => b"connection: keep-alive\r\n",
+        (true, Version::Http11) => b"",
+    }
 }

@@ -95,7 +95,7 @@ fn upstream_receives_a_normalised_chunked_request() {
     );
     assert_eq!(
         got,
-        "POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nX-B: 2\r\nx-a: 1\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: example.com\r\nvia: 1.1 ringway\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        "POST /p?q=1 HTTP/1.1\r\nHost: example.com\r\nX-B: 2\r\nx-a: 1\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: example.com\r\nvia: 1.1 ringway\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     );
 }
 
@@ -106,7 +106,7 @@ fn upstream_receives_normalised_length_and_version() {
     );
     assert_eq!(
         got,
-        "POST /cl HTTP/1.1\r\nhost: t\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: t\r\nvia: 1.0 ringway\r\ncontent-length: 5\r\n\r\nhello"
+        "POST /cl HTTP/1.1\r\nHost: t\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: t\r\nvia: 1.0 ringway\r\ncontent-length: 5\r\n\r\nhello"
     );
 }
 

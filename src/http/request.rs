@@ -41,6 +41,10 @@ pub struct RequestHead<'a> {
     pub expect_continue: bool,
     /// Bytes of the head, including the blank line.
     pub head_len: usize,
+    /// The head as received; every line of it ends in CRLF.
+    pub raw: &'a [u8],
+    /// `host` is the Host header's value (not the authority of an absolute-form target).
+    pub host_header: bool,
 }
 
 impl RequestHead<'_> {
@@ -178,6 +182,7 @@ pub fn parse<'a>(
         (false, Some(0)) | (false, None) => Body::None,
         (false, Some(n)) => Body::Length(n),
     };
+    let host_header = target_host.is_none() && host.is_some();
     let host = match (target_host, host, version) {
         (Some(t), _, _) => t,
         (None, Some(h), _) => h,
@@ -199,6 +204,8 @@ pub fn parse<'a>(
         keep_alive,
         expect_continue: expect_continue && body != Body::None && version == Version::Http11,
         head_len,
+        raw: head,
+        host_header,
     }))
 }
 

@@ -37,7 +37,12 @@ impl Watch {
     pub fn arm(&self, after: Duration, phase: Phase) {
         // The clock is coarse (set at each sweep), so one sweep period is added: a deadline may
         // fire a little late, never early.
-        let ms = self.clock.now_ms() + after.as_millis() as u64 + SWEEP_EVERY.as_millis() as u64;
+        // u64 milliseconds: `Duration::as_millis` works in u128, which costs more than the rest.
+        let after_ms = after
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(after.subsec_millis() as u64);
+        let ms = self.clock.now_ms() + after_ms + SWEEP_EVERY.as_millis() as u64;
         self.deadline.set(ms);
         self.phase.set(phase);
     }

@@ -26,7 +26,8 @@ pub struct WorkerCtx {
     pub connections: Cell<usize>,
     pub requests: Cell<u64>,
     next_id: Cell<u64>,
-    id_prefix: u64,
+    /// The first 8 hex digits of every request id this worker makes.
+    id_prefix: [u8; 8],
     bufs: RefCell<Vec<Vec<u8>>>,
 }
 
@@ -40,8 +41,13 @@ impl WorkerCtx {
             ^ ((std::process::id() as u64) << 20);
         Self {
             id,
-            id_prefix: (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0xffff_ff00)
-                | (id as u64 & 0xff),
+            id_prefix: {
+                let prefix =
+                    (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) & 0xffff_ff00) | (id as u64 & 0xff);
+                let mut digits = [0u8; 8];
+                digits.copy_from_slice(&crate::http::fmt::hex16(prefix)[8..]);
+                digits
+            },
             ..Default::default()
         }
     }
@@ -50,8 +56,8 @@ impl WorkerCtx {
     pub fn push_request_id(&self, out: &mut Vec<u8>) {
         let n = self.next_id.get().wrapping_add(1);
         self.next_id.set(n);
-        crate::http::fmt::push_hex_fixed(out, self.id_prefix, 8);
-        crate::http::fmt::push_hex_fixed(out, n, 16);
+        out.extend_from_slice(&self.id_prefix);
+        out.extend_from_slice(&crate::http::fmt::hex16(n));
     }
 
     /// A buffer from this worker's free list, so idle connections hold only their read buffer.

@@ -3,10 +3,11 @@
 # Ringway pinned to CPU 0 and loadgen plus a `loadgen serve` upstream on CPU 1.
 #   bench/ab.sh gateway   # a plain route against API-key auth + a (never limiting) rate limit
 #   bench/ab.sh ring      # io_uring COOP_TASKRUN|TASKRUN_FLAG (default) against monoio's flags
+#   bench/ab.sh defer     # COOP_TASKRUN (default) against DEFER_TASKRUN|SINGLE_ISSUER
 # Prints, per run: req/s and Ringway's user and system CPU per request (from /proc/PID/stat).
 # Knobs (environment): REPS=3 DURATION=5s CONNS=50 TARGET=target
 set -euo pipefail
-MODE=${1:?usage: bench/ab.sh gateway|ring}
+MODE=${1:?usage: bench/ab.sh gateway|ring|defer}
 T=${TARGET:-target}
 RW=$T/release/ringway
 LG=$T/release/loadgen
@@ -90,5 +91,14 @@ ring)
         done
     done
     ;;
-*) echo "usage: bench/ab.sh gateway|ring" >&2; exit 2 ;;
+defer)
+    for r in $(seq 1 "$REPS"); do
+        for v in coop defer; do
+            if [ "$v" = defer ]; then start_ringway RINGWAY_URING=defer; else start_ringway; fi
+            measure "$v" "http://$ADDR/plain"
+            kill "$RWPID"; wait "$RWPID" 2>/dev/null || true
+        done
+    done
+    ;;
+*) echo "usage: bench/ab.sh gateway|ring|defer" >&2; exit 2 ;;
 esac

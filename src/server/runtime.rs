@@ -1,5 +1,6 @@
 //! Builds a worker's monoio runtime: io_uring with cooperative task running (measured 1.75x
 //! faster for a minimal responder than monoio's defaults), else the legacy epoll driver.
+//! `RINGWAY_URING=defer` tries DEFER_TASKRUN instead, for A/B runs (`bench/ab.sh defer`).
 
 use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
@@ -22,7 +23,13 @@ pub fn build(entries: u32) -> std::io::Result<(Runtime, Driver)> {
         let mut urb = io_uring::IoUring::builder();
         // RINGWAY_URING_PLAIN=1 keeps monoio's default ring flags, for A/B measurements.
         if std::env::var_os("RINGWAY_URING_PLAIN").is_none() {
-            urb.setup_coop_taskrun().setup_taskrun_flag();
+            if std::env::var("RINGWAY_URING").as_deref() == Ok("defer") {
+                urb.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag();
+            } else {
+                urb.setup_coop_taskrun().setup_taskrun_flag();
+            }
         }
         let tuned = RuntimeBuilder::<IoUringDriver>::new()
             .with_entries(entries)

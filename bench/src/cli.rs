@@ -17,6 +17,10 @@ pub enum ProxyKind {
     Ringway,
     Nginx,
     Haproxy,
+    /// `loadgen relay`: a featureless relay (heads passed as is, one upstream connection per
+    /// client). Not a peer, and never judged: it shows the CPU per request that this machine
+    /// costs any proxy, so absolute figures can be read against it.
+    Floor,
 }
 
 impl ProxyKind {
@@ -25,6 +29,7 @@ impl ProxyKind {
             ProxyKind::Ringway => "ringway",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Haproxy => "haproxy",
+            ProxyKind::Floor => "floor",
         }
     }
 }
@@ -96,7 +101,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "ringway,nginx,haproxy"
+        default_value = "ringway,nginx,haproxy,floor"
     )]
     pub proxies: Vec<ProxyKind>,
     /// Scenario families to run.

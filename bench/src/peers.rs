@@ -29,12 +29,14 @@ pub struct ProxySpec<'a> {
     pub conns: usize,
 }
 
-/// Writes the proxy's config file into `spec.dir` and returns its path.
+/// Writes the proxy's config file into `spec.dir` and returns its path (the floor relay takes
+/// its few settings as arguments; its "config" is a note of them).
 pub fn write_config(spec: &ProxySpec) -> io::Result<PathBuf> {
     let (name, text) = match spec.kind {
         ProxyKind::Ringway => ("ringway.toml", ringway_config(spec)),
         ProxyKind::Nginx => ("nginx.conf", nginx_config(spec)),
         ProxyKind::Haproxy => ("haproxy.cfg", haproxy_config(spec)),
+        ProxyKind::Floor => ("floor.args", floor_args(spec).join(" ")),
     };
     let path = spec.dir.join(name);
     fs::write(&path, text)?;
@@ -56,6 +58,21 @@ fn ringway_config(s: &ProxySpec) -> String {
         servers.join(", "),
         s.conns.max(1024),
     )
+}
+
+/// `loadgen relay` arguments: client connections spread over the upstreams in turn.
+fn floor_args(s: &ProxySpec) -> Vec<String> {
+    let mut args = vec!["relay".to_string(), "--bind".into(), s.listen.to_string()];
+    for u in s.upstreams {
+        args.push("--upstream".into());
+        args.push(u.to_string());
+    }
+    let cpus: Vec<String> = s.cpus.iter().map(|c| c.to_string()).collect();
+    if !cpus.is_empty() {
+        args.push("--cpus".into());
+        args.push(cpus.join(","));
+    }
+    args
 }
 
 fn nginx_config(s: &ProxySpec) -> String {
@@ -180,6 +197,9 @@ pub fn start(spec: &ProxySpec, deadline: Duration) -> Result<RunningProxy, Strin
         }
         ProxyKind::Haproxy => {
             cmd.arg("-f").arg(&cfg).arg("-db");
+        }
+        ProxyKind::Floor => {
+            cmd.args(floor_args(spec));
         }
     }
     let stderr_path = spec.dir.join(format!("{}.stderr", spec.kind.name()));
@@ -315,7 +335,12 @@ mod tests {
             "127.0.0.1:9002".parse().unwrap(),
         ];
         let dir = std::env::temp_dir();
-        for kind in [ProxyKind::Ringway, ProxyKind::Nginx, ProxyKind::Haproxy] {
+        for kind in [
+            ProxyKind::Ringway,
+            ProxyKind::Nginx,
+            ProxyKind::Haproxy,
+            ProxyKind::Floor,
+        ] {
             let spec = ProxySpec {
                 kind,
                 bin: Path::new("x"),
@@ -329,6 +354,7 @@ mod tests {
                 ProxyKind::Ringway => ringway_config(&spec),
                 ProxyKind::Nginx => nginx_config(&spec),
                 ProxyKind::Haproxy => haproxy_config(&spec),
+                ProxyKind::Floor => floor_args(&spec).join(" "),
             };
             assert!(text.contains("127.0.0.1:9002"), "{text}");
             assert!(text.contains("127.0.0.1:8000"), "{text}");

@@ -18,6 +18,7 @@ fn color(p: ProxyKind) -> RGBColor {
         ProxyKind::Ringway => RGBColor(214, 69, 65),
         ProxyKind::Nginx => RGBColor(46, 139, 87),
         ProxyKind::Haproxy => RGBColor(52, 101, 164),
+        ProxyKind::Floor => RGBColor(150, 150, 150),
     }
 }
 

@@ -41,6 +41,7 @@ impl Ctx {
             ProxyKind::Ringway => &self.ringway,
             ProxyKind::Nginx => &self.nginx,
             ProxyKind::Haproxy => &self.haproxy,
+            ProxyKind::Floor => &self.loadgen,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod client;
 mod http;
+mod relay;
 mod report;
 mod runtime;
 mod serve;
@@ -38,6 +39,25 @@ struct Cli {
 enum Cmd {
     /// Fixed-response HTTP/1.1 keep-alive origin.
     Serve(ServeArgs),
+    /// Featureless HTTP/1.1 relay (one upstream connection per client, heads forwarded as is):
+    /// the floor of proxy CPU per request that `bench` reports next to the proxies.
+    Relay(RelayArgs),
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    /// Address to listen on; port 0 picks a free one (printed as `listening on ADDR`).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: std::net::SocketAddr,
+    /// Upstream to relay to (repeatable: client connections take them in turn).
+    #[arg(long, required = true)]
+    upstream: Vec<std::net::SocketAddr>,
+    /// Runtime threads (default: one per --cpus entry, else 1).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// CPUs to pin the threads to.
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<CpuList>,
 }
 
 #[derive(Args)]
@@ -220,6 +240,12 @@ fn main() -> ExitCode {
             reset_every: a.reset_every,
             count: a.count,
         }),
+        Some(Cmd::Relay(a)) => relay::relay(
+            a.bind,
+            a.upstream,
+            threads_for(a.threads, &a.cpus),
+            a.cpus.map(|c| c.0),
+        ),
         None => run(cli.run),
     };
     match res {

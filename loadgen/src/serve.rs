@@ -173,7 +173,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
 /// with another process; threads accept on clones of this one socket. The backlog is large
 /// because a load generator opens all its connections at once: std's 128 would drop SYNs, and
 /// the retransmits show up as seconds of latency.
-fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;

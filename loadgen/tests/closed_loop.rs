@@ -124,3 +124,25 @@ fn serve_counts_what_it_answered() {
     assert_eq!(u(&r, &["responses"]), 1234);
     assert_eq!(s.terminate().trim(), "served 1234 requests");
 }
+
+#[test]
+fn relay_passes_every_exchange_through_to_its_upstreams() {
+    let a = Serve::start(&["--count", "--body-size", "1000"]);
+    let b = Serve::start(&["--count", "--body-size", "1000"]);
+    let relay = Serve::relay(&[a.addr, b.addr]);
+    let r = run_json(&["-c", "4", "-n", "2000", &relay.url()]);
+    assert_eq!(u(&r, &["responses"]), 2000);
+    assert_eq!(u(&r, &["bytes_read"]), 2000 * (41 + 1000));
+    let served = |s: Serve| -> u64 {
+        let out = s.terminate();
+        out.trim()
+            .strip_prefix("served ")
+            .and_then(|x| x.strip_suffix(" requests"))
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected {out:?}"))
+    };
+    // Client connections take the upstreams in turn, so both see traffic.
+    let (sa, sb) = (served(a), served(b));
+    assert_eq!(sa + sb, 2000);
+    assert!(sa > 0 && sb > 0, "{sa} / {sb}");
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
 
-/// A running `loadgen serve`, killed on drop.
+/// A running `loadgen serve` (or `loadgen relay`), killed on drop.
 pub struct Serve {
     child: Child,
     pub addr: SocketAddr,
@@ -21,8 +21,22 @@ pub struct Serve {
 impl Serve {
     /// Starts `loadgen serve --bind 127.0.0.1:0 ARGS` and waits for its `listening on` line.
     pub fn start(args: &[&str]) -> Serve {
+        Self::spawn("serve", args)
+    }
+
+    /// Starts `loadgen relay --bind 127.0.0.1:0` in front of `upstreams`.
+    pub fn relay(upstreams: &[SocketAddr]) -> Serve {
+        let ups: Vec<String> = upstreams.iter().map(|a| a.to_string()).collect();
+        let mut args = Vec::new();
+        for u in &ups {
+            args.extend(["--upstream", u.as_str()]);
+        }
+        Self::spawn("relay", &args)
+    }
+
+    fn spawn(sub: &str, args: &[&str]) -> Serve {
         let mut child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args([sub, "--bind", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
             .spawn()

@@ -124,11 +124,9 @@ pub fn parse<'a>(
                 if !valid_host(h.value) {
                     return Err(Reject::new(400, "invalid Host header"));
                 }
-                // valid_host admits ASCII bytes only, so this cannot fail.
-                host = Some(
-                    std::str::from_utf8(h.value)
-                        .map_err(|_| Reject::new(400, "invalid Host header"))?,
-                );
+                // SAFETY: valid_host admits ASCII bytes only (reg-name table, digits, ':', '.',
+                // brackets), and ASCII is UTF-8. `from_utf8` cost ~125 instructions per request.
+                host = Some(unsafe { std::str::from_utf8_unchecked(h.value) });
             }
             Class::ContentLength => {
                 if length.is_some() {
@@ -477,6 +475,23 @@ mod tests {
         max_request_line: 8192,
         max_head_size: 32768,
     };
+
+    /// The Host header is turned into a str without a UTF-8 check because of this.
+    #[test]
+    fn valid_host_admits_ascii_only() {
+        for b in 0x80..=0xffu8 {
+            for v in [
+                vec![b'a', b],
+                vec![b],
+                vec![b'[', b':', b':', b, b']'],
+                vec![b'a', b':', b'8', b],
+            ] {
+                assert!(!valid_host(&v), "{v:?}");
+            }
+        }
+        assert!(valid_host(b"Example.com:8080"));
+        assert!(valid_host(b"[::1]:80"));
+    }
 
     fn run(input: &[u8]) -> Result<Option<(Body, String, bool)>, u16> {
         let mut slots = [MaybeUninit::uninit(); 64];

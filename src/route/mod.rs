@@ -23,12 +23,21 @@ struct Compiled {
 
 pub struct Router {
     routes: Vec<Compiled>,
+    /// Some route matches on host / on path: only then is the request's host normalised or
+    /// its query split off (a catch-all table does neither, per request).
+    needs_host: bool,
+    needs_path: bool,
 }
 
 impl Router {
     pub fn new(routes: &[Route]) -> Self {
+        let routes: Vec<Compiled> = routes.iter().map(|r| compile(&r.matcher)).collect();
         Self {
-            routes: routes.iter().map(|r| compile(&r.matcher)).collect(),
+            needs_host: routes.iter().any(|r| !matches!(r.host, HostMatch::Any)),
+            needs_path: routes
+                .iter()
+                .any(|r| r.path.is_some() || r.path_prefix.is_some() || r.pattern.is_some()),
+            routes,
         }
     }
 
@@ -40,9 +49,16 @@ impl Router {
         path: &str,
         headers: &[Header<'_>],
     ) -> Option<usize> {
-        let host = normalize_host(host);
+        let host = if self.needs_host {
+            normalize_host(host)
+        } else {
+            host
+        };
         // Query strings never take part in path matching.
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let path = match self.needs_path {
+            true => memchr::memchr(b'?', path.as_bytes()).map_or(path, |i| &path[..i]),
+            false => path,
+        };
         self.routes
             .iter()
             .position(|r| r.matches(method, host, path, headers))

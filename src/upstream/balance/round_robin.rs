@@ -22,13 +22,18 @@ impl Balancer for RoundRobin {
         _hash: u64,
     ) -> Option<usize> {
         let count = servers.len();
-        let start = self.next.get();
-        for k in 0..count {
-            let i = (start + k) % count;
+        // Wrapped by compare, not `%`: a division per candidate was most of a pick's cost.
+        // The cursor may also be past the end after a reload shrank the server list.
+        let mut i = self.next.get();
+        for _ in 0..count {
+            if i >= count {
+                i = 0;
+            }
             if eligible(i) {
                 self.next.set(i + 1);
                 return Some(i);
             }
+            i += 1;
         }
         None
     }

@@ -3,6 +3,7 @@
 
 pub mod body;
 mod forward;
+mod frame;
 pub mod head;
 pub mod state;
 
@@ -128,12 +129,15 @@ async fn run(
 ) -> Next {
     match &plan.action {
         PlanAction::Forward(cluster) => {
-            // Boxed: the exchange's state is the largest part of a connection's future, and an
-            // idle keep-alive connection should not carry it (one allocation per request).
-            Box::pin(forward::forward(
-                state, *cluster, client, cw, rbuf, out, plan,
-            ))
-            .await
+            // Off the connection's future: the exchange's state is the largest part of it, and
+            // an idle keep-alive connection should not carry it. The worker reuses the blocks.
+            state
+                .worker
+                .frames
+                .frame(forward::forward(
+                    state, *cluster, client, cw, rbuf, out, plan,
+                ))
+                .await
         }
         PlanAction::Local(head_len) => {
             let keep = plan.keep_alive
@@ -152,7 +156,8 @@ async fn run(
             ) else {
                 return forward::local_error(client, cw, out, 500, "aggregate route changed").await;
             };
-            // Boxed like forwarding: the fan-out's state must not grow every connection.
+            // Off the connection's future like forwarding: the fan-out's state must not grow
+            // every connection (aggregate routes are rare enough for a plain Box).
             let merged = Box::pin(aggregate::run(
                 agg,
                 job,
@@ -565,8 +570,8 @@ mod size_tests {
                 super::state::CoreState::new(cfg, published, w, None),
             ));
             let f = super::serve_client(cell, c, addr);
-            // Every idle keep-alive connection holds this future: the exchange is boxed so its
-            // state stays out of it (it was 3.4 KB before). 1,000-1,150 bytes today.
+            // Every idle keep-alive connection holds this future: the exchange lives in a frame
+            // of its own (proxy/frame.rs) so its state stays out of it (it was 3.4 KB before). 1,000-1,150 bytes today.
             let size = std::mem::size_of_val(&f);
             assert!(size <= 1536, "serve_client future grew to {size} bytes");
         });

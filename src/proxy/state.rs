@@ -29,6 +29,8 @@ pub struct WorkerCtx {
     /// The first 8 hex digits of every request id this worker makes.
     id_prefix: [u8; 8],
     bufs: RefCell<Vec<Vec<u8>>>,
+    /// Reused heap blocks for the per-request exchange future.
+    pub frames: super::frame::FramePool,
 }
 
 impl WorkerCtx {

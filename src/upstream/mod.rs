@@ -285,9 +285,9 @@ impl Cluster {
         match allow_pooled.then(|| self.pooled(server, verify)).flatten() {
             Some(conn) => Ok(conn),
             // Boxed: the connect timeout's timer entry is cache-line aligned (128 bytes), which
-            // would over-align every future that awaits this one and send each request's boxed
-            // exchange through the allocator's slow aligned path. Fresh connects are the rare
-            // case on a warm pool, so only they pay for this allocation.
+            // would over-align (and grow) every future that awaits this one, the per-request
+            // exchange included. Fresh connects are the rare case on a warm pool, so only they
+            // pay for this allocation.
             None => Box::pin(self.connect_new(server, dog)).await,
         }
     }

@@ -15,11 +15,7 @@ use std::time::Duration;
 
 #[test]
 fn smooth_weighted_round_robin_is_exact_in_every_cycle() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = backends(["a", "b", "c"]);
     let servers = format!(
         "[{{ addr = \"{}\", weight = 1 }}, {{ addr = \"{}\", weight = 2 }}, {{ addr = \"{}\", weight = 3 }}]",
         a.addr, b.addr, c.addr
@@ -41,19 +37,8 @@ fn smooth_weighted_round_robin_is_exact_in_every_cycle() {
 
 #[test]
 fn round_robin_cycles_through_servers() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b, &c])),
-            "balance = \"round_robin\"",
-            "",
-        ),
-        1,
-    );
+    let [a, b, c] = backends(["a", "b", "c"]);
+    let rw = ringway_over(&[&a, &b, &c], "balance = \"round_robin\"", "");
     let seq = sequential(rw.http(), 300, "/");
     for w in seq.windows(3) {
         let mut w = w.to_vec();
@@ -65,19 +50,8 @@ fn round_robin_cycles_through_servers() {
 
 #[test]
 fn random_spreads_over_all_servers() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b, &c])),
-            "balance = \"random\"",
-            "",
-        ),
-        1,
-    );
+    let [a, b, c] = backends(["a", "b", "c"]);
+    let rw = ringway_over(&[&a, &b, &c], "balance = \"random\"", "");
     sequential(rw.http(), 900, "/");
     // Expected 300 each, standard deviation about 14: 200..400 fails only if it is not random.
     for b in [&a, &b, &c] {
@@ -88,20 +62,9 @@ fn random_spreads_over_all_servers() {
 /// 8 clients for `total` requests against two fast servers and one answering after 300 ms;
 /// returns the slow server's share of the requests.
 fn slow_server_share(balance: &str, total: usize) -> f64 {
-    let (a, b, slow) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("slow"),
-    );
+    let [a, b, slow] = backends(["a", "b", "slow"]);
     slow.set_delay(Duration::from_millis(300));
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&slow, &a, &b])),
-            &format!("balance = \"{balance}\""),
-            "",
-        ),
-        1,
-    );
+    let rw = ringway_over(&[&slow, &a, &b], &format!("balance = \"{balance}\""), "");
     let done = Arc::new(AtomicUsize::new(0));
     let addr = rw.http();
     let clients: Vec<_> = (0..8)

@@ -10,18 +10,11 @@ use std::net::SocketAddr;
 
 #[test]
 fn killed_server_is_ejected_and_no_request_fails() {
-    let (a, mut b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b, &c])),
-            "outlier = { consecutive_failures = 3, base_ejection = \"30s\" }",
-            "",
-        ),
-        1,
+    let [a, mut b, c] = backends(["a", "b", "c"]);
+    let rw = ringway_over(
+        &[&a, &b, &c],
+        "outlier = { consecutive_failures = 3, base_ejection = \"30s\" }",
+        "",
     );
     let traffic = Traffic::start(rw.http(), 4, "/");
     traffic.wait_more(300);
@@ -50,19 +43,12 @@ fn killed_server_is_ejected_and_no_request_fails() {
 
 #[test]
 fn health_checked_server_comes_back_and_gets_traffic_again() {
-    let (a, mut b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b, &c])),
-            "health_check = { type = \"http\", path = \"/health\", interval = \"100ms\", \
+    let [a, mut b, c] = backends(["a", "b", "c"]);
+    let rw = ringway_over(
+        &[&a, &b, &c],
+        "health_check = { type = \"http\", path = \"/health\", interval = \"100ms\", \
              timeout = \"1s\", healthy_threshold = 2, unhealthy_threshold = 2 }",
-            "",
-        ),
-        1,
+        "",
     );
     let traffic = Traffic::start(rw.http(), 3, "/");
     traffic.wait_more(200);
@@ -101,17 +87,10 @@ fn health_checked_server_comes_back_and_gets_traffic_again() {
 
 #[test]
 fn http_check_takes_out_a_server_answering_outside_the_status_range() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let [a, b] = backends(["a", "b"]);
     b.set_health_status(500);
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b])),
-            "health_check = { type = \"http\", path = \"/health\", expect_status = [200, 399], \
-             interval = \"100ms\", timeout = \"1s\", healthy_threshold = 1, unhealthy_threshold = 1 }",
-            "",
-        ),
-        1,
-    );
+    let rw = ringway_over(&[&a, &b], "health_check = { type = \"http\", path = \"/health\", expect_status = [200, 399], \
+             interval = \"100ms\", timeout = \"1s\", healthy_threshold = 1, unhealthy_threshold = 1 }", "");
     rw.wait_lines(&format!("server {} failed its health check", b.addr), 1);
     let b0 = b.hits();
     let seq = sequential(rw.http(), 60, "/");
@@ -125,19 +104,16 @@ fn http_check_takes_out_a_server_answering_outside_the_status_range() {
 }
 
 fn all_down(on_all_down: &str) -> (Ringway, Backend, Backend) {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let [a, b] = backends(["a", "b"]);
     a.set_health_status(503);
     b.set_health_status(503);
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b])),
-            &format!(
-                "on_all_down = \"{on_all_down}\"\nhealth_check = {{ type = \"http\", path = \"/health\", \
-                 interval = \"100ms\", timeout = \"1s\", healthy_threshold = 1, unhealthy_threshold = 1 }}"
-            ),
-            "",
+    let rw = ringway_over(
+        &[&a, &b],
+        &format!(
+            "on_all_down = \"{on_all_down}\"\nhealth_check = {{ type = \"http\", path = \"/health\", \
+             interval = \"100ms\", timeout = \"1s\", healthy_threshold = 1, unhealthy_threshold = 1 }}"
         ),
-        1,
+        "",
     );
     rw.wait_lines("failed its health check", 2);
     (rw, a, b)
@@ -165,23 +141,15 @@ fn all_servers_down_fails_open_when_configured() {
 
 #[test]
 fn consecutive_5xx_eject_but_never_more_than_max_ejected_percent() {
-    let (a, b, c, d) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-        Backend::start("d"),
-    );
+    let [a, b, c, d] = backends(["a", "b", "c", "d"]);
     for s in [&b, &c, &d] {
         s.set_status(500);
     }
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b, &c, &d])),
-            "balance = \"round_robin\"\noutlier = { consecutive_5xx = 3, base_ejection = \"60s\", \
+    let rw = ringway_over(
+        &[&a, &b, &c, &d],
+        "balance = \"round_robin\"\noutlier = { consecutive_5xx = 3, base_ejection = \"60s\", \
              max_ejected_percent = 50 }",
-            "",
-        ),
-        1,
+        "",
     );
     let mut cl = Client::new(rw.http());
     for _ in 0..200 {
@@ -211,21 +179,14 @@ fn sequential_any(addr: SocketAddr, n: usize) -> Vec<String> {
 
 #[test]
 fn slow_start_admits_a_returning_server_gradually() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = backends(["a", "b", "c"]);
     b.set_health_status(500);
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b, &c])),
-            "balance = \"round_robin\"\nslow_start = \"60s\"\n\
+    let rw = ringway_over(
+        &[&a, &b, &c],
+        "balance = \"round_robin\"\nslow_start = \"60s\"\n\
              health_check = { type = \"http\", path = \"/health\", interval = \"100ms\", \
              timeout = \"1s\", healthy_threshold = 1, unhealthy_threshold = 1 }",
-            "",
-        ),
-        1,
+        "",
     );
     rw.wait_lines(&format!("server {} failed its health check", b.addr), 1);
     b.set_health_status(200);
@@ -240,18 +201,11 @@ fn slow_start_admits_a_returning_server_gradually() {
 
 #[test]
 fn passing_health_check_ends_an_ejection_from_the_same_outage() {
-    let (a, mut b) = (Backend::start("a"), Backend::start("b"));
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b])),
-            "balance = \"round_robin\"\n\
+    let [a, mut b] = backends(["a", "b"]);
+    let rw = ringway_over(&[&a, &b], "balance = \"round_robin\"\n\
              outlier = { consecutive_failures = 1, base_ejection = \"300s\", max_ejection = \"300s\" }\n\
              health_check = { type = \"tcp\", interval = \"100ms\", timeout = \"1s\", \
-             healthy_threshold = 2, unhealthy_threshold = 2 }",
-            "",
-        ),
-        1,
-    );
+             healthy_threshold = 2, unhealthy_threshold = 2 }", "");
     let traffic = Traffic::start(rw.http(), 2, "/");
     traffic.wait_more(100);
     b.kill();
@@ -272,13 +226,10 @@ fn passing_health_check_ends_an_ejection_from_the_same_outage() {
 #[test]
 fn broken_client_bodies_do_not_eject_the_server() {
     let a = Backend::start("a");
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a])),
-            "outlier = { consecutive_failures = 1, base_ejection = \"30s\" }",
-            "",
-        ),
-        1,
+    let rw = ringway_over(
+        &[&a],
+        "outlier = { consecutive_failures = 1, base_ejection = \"30s\" }",
+        "",
     );
     // Each request streams a chunked body whose framing breaks after the head went upstream.
     for _ in 0..5 {

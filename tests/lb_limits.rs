@@ -51,7 +51,7 @@ fn drain_config(a: &Backend, b: &Backend, drain_a: bool) -> String {
 
 #[test]
 fn drain_and_reload_send_nothing_new_while_in_flight_finishes() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let [a, b] = backends(["a", "b"]);
     let rw = Ringway::start(&drain_config(&a, &b, false), 1);
     let addr = rw.http();
     // One worker, round-robin from the first server: this request is held at a.

@@ -10,21 +10,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 fn outage(route_retry: &str) -> (Ringway, [Backend; 3]) {
-    let bs = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
+    let bs = backends(["a", "b", "c"]);
     for b in &bs {
         b.set_status(503);
     }
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&bs[0], &bs[1], &bs[2]])),
-            "",
-            &format!("retry = {route_retry}"),
-        ),
-        1,
+    let rw = ringway_over(
+        &[&bs[0], &bs[1], &bs[2]],
+        "",
+        &format!("retry = {route_retry}"),
     );
     (rw, bs)
 }
@@ -65,8 +58,8 @@ fn retries_go_to_untried_servers_up_to_the_attempt_limit() {
     }
 }
 
-#[test]
-fn connect_failure_is_retried_for_any_method() {
+/// A refused server and a live one (`a`), round-robin, retrying connect failures.
+fn dead_then_live() -> (Ringway, Backend) {
     let a = Backend::start("a");
     let dead: SocketAddr = format!("127.0.0.1:{}", closed_port()).parse().unwrap();
     let rw = Ringway::start(
@@ -80,6 +73,12 @@ fn connect_failure_is_retried_for_any_method() {
         ),
         1,
     );
+    (rw, a)
+}
+
+#[test]
+fn connect_failure_is_retried_for_any_method() {
+    let (rw, a) = dead_then_live();
     let mut c = Client::new(rw.http());
     for i in 0..20 {
         let r = c
@@ -97,18 +96,15 @@ fn connect_failure_is_retried_for_any_method() {
 
 #[test]
 fn reset_is_retried_for_get_but_not_for_post() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let [a, b] = backends(["a", "b"]);
     a.knobs
         .drop_requests
         .store(true, std::sync::atomic::Ordering::SeqCst);
     // Ejection off, so that POSTs keep reaching the dropping server.
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&a, &b])),
-            "balance = \"round_robin\"\noutlier = { consecutive_failures = 0 }",
-            "",
-        ),
-        1,
+    let rw = ringway_over(
+        &[&a, &b],
+        "balance = \"round_robin\"\noutlier = { consecutive_failures = 0 }",
+        "",
     );
     let mut c = Client::new(rw.http());
     for _ in 0..10 {
@@ -143,15 +139,12 @@ fn reset_is_retried_for_get_but_not_for_post() {
 
 #[test]
 fn response_timeout_is_retried_when_the_route_asks() {
-    let (slow, fast) = (Backend::start("slow"), Backend::start("fast"));
+    let [slow, fast] = backends(["slow", "fast"]);
     slow.set_delay(Duration::from_secs(5));
-    let rw = Ringway::start(
-        &config(
-            &server_list(&addrs(&[&slow, &fast])),
-            "balance = \"round_robin\"\nresponse_timeout = \"300ms\"",
-            "retry = { attempts = 2, on = [\"connect\", \"timeout\"] }",
-        ),
-        1,
+    let rw = ringway_over(
+        &[&slow, &fast],
+        "balance = \"round_robin\"\nresponse_timeout = \"300ms\"",
+        "retry = { attempts = 2, on = [\"connect\", \"timeout\"] }",
     );
     let mut c = Client::new(rw.http());
     for _ in 0..4 {
@@ -165,16 +158,7 @@ fn response_timeout_is_retried_when_the_route_asks() {
 
 #[test]
 fn connect_failure_is_retried_for_a_streamed_request_body() {
-    let a = Backend::start("a");
-    let dead: SocketAddr = format!("127.0.0.1:{}", closed_port()).parse().unwrap();
-    let rw = Ringway::start(
-        &config(
-            &server_list(&[dead, a.addr]),
-            "balance = \"round_robin\"",
-            "retry = { on = [\"connect\"], budget_min_per_second = 1000 }",
-        ),
-        1,
-    );
+    let (rw, a) = dead_then_live();
     // 4 MiB cannot be buffered whole before the upstream is chosen: the body is streamed. A
     // failed connect has sent none of it, so the retry is still safe.
     let body = vec![b'x'; 4 << 20];

@@ -104,6 +104,14 @@ pub fn server_list(addrs: &[SocketAddr]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// Ringway with one HTTP listener over `backends` (see `config`).
+pub fn ringway_over(backends: &[&Backend], upstream_extra: &str, route_extra: &str) -> Ringway {
+    Ringway::start(
+        &config(&server_list(&addrs(backends)), upstream_extra, route_extra),
+        1,
+    )
+}
+
 /// One worker, one HTTP listener, upstream `app` with `servers` and extra upstream keys, one
 /// route to it with extra route keys.
 pub fn config(servers: &str, upstream_extra: &str, route_extra: &str) -> String {
@@ -178,6 +186,11 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub knobs: Arc<Knobs>,
     running: Option<Running>,
+}
+
+/// One backend per name, started in order.
+pub fn backends<const N: usize>(names: [&str; N]) -> [Backend; N] {
+    names.map(Backend::start)
 }
 
 impl Backend {

@@ -440,19 +440,8 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
             // The filters' target (credential parameter removed, or rewritten; a rewrite never
             // comes with strip_prefix) is still subject to strip_prefix.
             let base = passed.target.as_deref().unwrap_or(head.path);
-            let target = upstream_target(state, route, *cluster, base, head.host);
             let edits = gw.upstream_edits(gw.vars(&req, passed, id_header), passed);
-            out.clear();
-            head::write_request(
-                out,
-                head,
-                &target,
-                &state.config.proxy,
-                info,
-                &state.worker,
-                Some(&edits),
-            );
-            PlanAction::Forward(*cluster)
+            forward_action(state, route, *cluster, base, head, out, info, Some(&edits))
         }
     };
     plan
@@ -499,20 +488,35 @@ fn plain_action(
             PlanAction::Error(500, "gateway route without filters")
         }
         Action::Forward(cluster) => {
-            let target = upstream_target(state, route, *cluster, head.path, head.host);
-            out.clear();
-            head::write_request(
-                out,
-                head,
-                &target,
-                &state.config.proxy,
-                info,
-                &state.worker,
-                None,
-            );
-            PlanAction::Forward(*cluster)
+            forward_action(state, route, *cluster, head.path, head, out, info, None)
         }
     }
+}
+
+/// Writes the upstream request head for `path` (before strip_prefix) into `out`.
+#[allow(clippy::too_many_arguments)]
+fn forward_action(
+    state: &CoreState,
+    route: &crate::config::Route,
+    cluster: usize,
+    path: &str,
+    head: &RequestHead<'_>,
+    out: &mut Vec<u8>,
+    info: &ClientInfo,
+    edits: Option<&crate::gateway::UpstreamEdits<'_>>,
+) -> PlanAction {
+    let target = upstream_target(state, route, cluster, path, head.host);
+    out.clear();
+    head::write_request(
+        out,
+        head,
+        &target,
+        &state.config.proxy,
+        info,
+        &state.worker,
+        edits,
+    );
+    PlanAction::Forward(cluster)
 }
 
 /// The consistent-hash key of a request; a missing header or cookie hashes as empty, so such

@@ -5,17 +5,12 @@
 //! gets percent-encoding, so no value can split a head or smuggle a request line.
 
 use crate::config::{HeaderRules, PathPattern, Piece, Template, Var};
-use httparse::Header;
 use serde_json::{Map, Value};
 
 /// Everything a template can read about the request being served.
 pub struct Vars<'a> {
-    pub method: &'a str,
-    pub host: &'a str,
-    /// Path and query as received.
-    pub target: &'a str,
-    pub headers: &'a [Header<'a>],
-    pub client_ip: &'a str,
+    /// Method, host, target (path and query as received), headers, client address.
+    pub req: super::Request<'a>,
     pub route: &'a str,
     pub request_id: &'a [u8],
     pub consumer: &'a str,
@@ -34,11 +29,14 @@ pub enum Escape {
 
 impl Vars<'_> {
     pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(self.target, |(p, _)| p)
+        self.req
+            .target
+            .split_once('?')
+            .map_or(self.req.target, |(p, _)| p)
     }
 
     pub fn query(&self) -> &str {
-        self.target.split_once('?').map_or("", |(_, q)| q)
+        self.req.target.split_once('?').map_or("", |(_, q)| q)
     }
 
     fn param(&self, name: &str) -> &str {
@@ -63,19 +61,21 @@ pub fn render(t: &Template, v: &Vars<'_>, esc: Escape, out: &mut Vec<u8>) {
             Piece::Var(var) => {
                 let push = |out: &mut Vec<u8>, b: &[u8]| push_clean(out, b, esc);
                 match var {
-                    Var::ClientIp => push(out, v.client_ip.as_bytes()),
+                    Var::ClientIp => push(out, v.req.client_ip.as_bytes()),
                     Var::RequestId => push(out, v.request_id),
                     Var::Consumer => push(out, v.consumer.as_bytes()),
-                    Var::Host => push(out, v.host.as_bytes()),
+                    Var::Host => push(out, v.req.host.as_bytes()),
                     Var::Path => push(out, v.path().as_bytes()),
                     Var::QueryString => push(out, v.query().as_bytes()),
-                    Var::Method => push(out, v.method.as_bytes()),
+                    Var::Method => push(out, v.req.method.as_bytes()),
                     Var::Route => push(out, v.route.as_bytes()),
                     Var::Param(p) => push(out, v.param(p).as_bytes()),
-                    Var::Query(q) => push(out, query_param(v.target, q).unwrap_or("").as_bytes()),
+                    Var::Query(q) => {
+                        push(out, query_param(v.req.target, q).unwrap_or("").as_bytes())
+                    }
                     Var::Header(h) => push(
                         out,
-                        crate::gateway::auth::header(v.headers, h).unwrap_or(b""),
+                        crate::gateway::auth::header(v.req.headers, h).unwrap_or(b""),
                     ),
                     Var::Claim(c) => match v.claims.and_then(|m| m.get(c)) {
                         Some(Value::String(s)) => push(out, s.as_bytes()),
@@ -163,6 +163,7 @@ pub fn listed(list: &[String], name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use httparse::Header;
     use serde_json::json;
 
     fn vars<'a>(
@@ -171,11 +172,13 @@ mod tests {
         p: &'a PathPattern,
     ) -> Vars<'a> {
         Vars {
-            method: "GET",
-            host: "api.example.com",
-            target: "/users/42/orders?limit=5&x=%20",
-            headers,
-            client_ip: "10.0.0.1",
+            req: crate::gateway::Request {
+                method: "GET",
+                host: "api.example.com",
+                target: "/users/42/orders?limit=5&x=%20",
+                headers,
+                client_ip: "10.0.0.1",
+            },
             route: "orders",
             request_id: b"abc123",
             consumer: "acme",

@@ -53,7 +53,8 @@ pub struct RouteGateway {
     pub counters: FilterCounters,
 }
 
-/// The request as the filters see it.
+/// The request as the filters (and the templates, through `Vars`) see it.
+#[derive(Clone, Copy)]
 pub struct Request<'a> {
     pub method: &'a str,
     pub host: &'a str,
@@ -385,11 +386,7 @@ impl RouteGateway {
                 .unwrap_or(b""),
         };
         Vars {
-            method: req.method,
-            host: req.host,
-            target: req.target,
-            headers: req.headers,
-            client_ip: req.client_ip,
+            req: *req,
             route: &self.name,
             request_id,
             consumer: passed.identity.as_ref().map_or("", |i| &i.consumer),

@@ -28,11 +28,13 @@ mod tests {
             location: Template::parse("https://new.example.com${path}?${query}").unwrap(),
         };
         let mut v = Vars {
-            method: "GET",
-            host: "old.example.com",
-            target: "/a/b?x=1",
-            headers: &[],
-            client_ip: "1.2.3.4",
+            req: crate::gateway::Request {
+                method: "GET",
+                host: "old.example.com",
+                target: "/a/b?x=1",
+                headers: &[],
+                client_ip: "1.2.3.4",
+            },
             route: "r",
             request_id: b"",
             consumer: "",
@@ -42,7 +44,7 @@ mod tests {
         let mut out = Vec::new();
         write_location(&r, &v, &mut out);
         assert_eq!(out, b"location: https://new.example.com/a/b?x=1\r\n");
-        v.target = "/a";
+        v.req.target = "/a";
         out.clear();
         write_location(&r, &v, &mut out);
         assert_eq!(out, b"location: https://new.example.com/a\r\n");

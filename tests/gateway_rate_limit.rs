@@ -11,21 +11,23 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Two workers, one route to `up` with `rate_limit = { LIMIT }`.
+fn limited(up: &Upstream, limit: &str) -> Ringway {
+    Ringway::start(
+        &format!(
+            "[runtime]\nworkers = 2\n{}\n[[route]]\nupstream = \"svc\"\nrate_limit = {{ {limit} }}\n",
+            upstream_cfg("svc", up)
+        ),
+        &[],
+    )
+}
+
 #[test]
 fn process_wide_limit_with_two_workers() {
     let up = Upstream::echo("svc");
-    let rw = Ringway::start(
-        &format!(
-            r#"[runtime]
-workers = 2
-{}
-[[route]]
-upstream = "svc"
-rate_limit = {{ rate = 20, per = "1s", burst = 5, key = "route", headers = true }}
-"#,
-            upstream_cfg("svc", &up)
-        ),
-        &[],
+    let rw = limited(
+        &up,
+        r#"rate = 20, per = "1s", burst = 5, key = "route", headers = true"#,
     );
     let addr = rw.addr;
     let allowed = Arc::new(AtomicU64::new(0));
@@ -87,18 +89,9 @@ rate_limit = {{ rate = 20, per = "1s", burst = 5, key = "route", headers = true 
 #[test]
 fn keys_separate_clients() {
     let up = Upstream::echo("svc");
-    let rw = Ringway::start(
-        &format!(
-            r#"[runtime]
-workers = 2
-{}
-[[route]]
-upstream = "svc"
-rate_limit = {{ rate = 1, per = "1h", burst = 3, key = "header:x-tenant" }}
-"#,
-            upstream_cfg("svc", &up)
-        ),
-        &[],
+    let rw = limited(
+        &up,
+        r#"rate = 1, per = "1h", burst = 3, key = "header:x-tenant""#,
     );
     for tenant in ["a", "b"] {
         let h = format!("X-Tenant: {tenant}");
@@ -129,19 +122,7 @@ fn concurrent_request_limit() {
         }
         Reply::ok("done")
     });
-    let rw = Ringway::start(
-        &format!(
-            r#"[runtime]
-workers = 2
-{}
-[[route]]
-upstream = "svc"
-rate_limit = {{ concurrent = 2, key = "route" }}
-"#,
-            upstream_cfg("svc", &up)
-        ),
-        &[],
-    );
+    let rw = limited(&up, r#"concurrent = 2, key = "route""#);
     let addr = rw.addr;
     let held: Vec<_> = (0..2)
         .map(|_| thread::spawn(move || get(addr, "/slow", &[]).status))

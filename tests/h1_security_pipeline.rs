@@ -2,11 +2,14 @@
 //! order, each framed on its own (bodies of every framing in between); a request that fails to
 //! parse mid-pipeline gets the earlier ones answered, then 400 and the close, and nothing after
 //! it reaches the upstream. What the upstream receives is asserted byte for byte: framing
-//! re-encoded, hop-by-hop headers gone, end-to-end headers in their order and spelling.
+//! re-encoded, hop-by-hop headers gone, end-to-end headers in their order and spelling. What the
+//! client receives likewise: a response head with nothing to rewrite as the upstream sent it,
+//! one with hop-by-hop headers re-serialised without them.
 
 mod h1_common;
 
 use h1_common::*;
+use std::io::Write;
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
@@ -128,4 +131,54 @@ fn body_less_post_states_its_length_upstream() {
         got.ends_with("via: 1.1 ringway\r\ncontent-length: 0\r\n\r\n"),
         "{got}"
     );
+}
+
+/// An upstream answering every request with `head` and a 2-byte body.
+fn fixed_head(head: &'static str) -> Upstream {
+    Upstream::spawn(move |c| {
+        while c.read_request().is_some() {
+            if c.stream
+                .write_all(format!("{head}\r\n\r\nok").as_bytes())
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn a_response_head_with_nothing_to_rewrite_reaches_the_client_as_sent() {
+    // Spelling, order and spacing are the upstream's own: the head went through untouched.
+    let head = "HTTP/1.1 200 Fine\r\nX-Mixed-Case: v\r\nContent-Length: 2\r\nServer:  odd  spacing";
+    let up = fixed_head(head);
+    let rw = Ringway::start(&config(up.addr, "", ""));
+    let mut c = Client::new(rw.addr);
+    for _ in 0..2 {
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = c.response().expect("an answer");
+        assert_eq!(r.head, format!("{head}\r\n\r\n"));
+        assert_eq!(r.text(), "ok");
+    }
+    // A client that is leaving gets the same head with the close stated.
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let r = c.response().expect("an answer");
+    assert_eq!(r.head, format!("{head}\r\nconnection: close\r\n\r\n"));
+    c.expect_closed();
+}
+
+#[test]
+fn a_response_head_with_hop_by_hop_headers_is_rewritten() {
+    let up = fixed_head(
+        "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nX-End: 2\r\nContent-Length: 2",
+    );
+    let rw = Ringway::start(&config(up.addr, "", ""));
+    let mut c = Client::new(rw.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.response().expect("an answer");
+    assert_eq!(
+        r.head,
+        "HTTP/1.1 200 OK\r\nX-End: 2\r\ncontent-length: 2\r\n\r\n"
+    );
+    assert_eq!(r.text(), "ok");
 }

@@ -85,7 +85,7 @@ gateway)
 ring)
     for r in $(seq 1 "$REPS"); do
         for v in coop plain; do
-            if [ "$v" = plain ]; then start_ringway RINGWAY_URING_PLAIN=1; else start_ringway; fi
+            if [ "$v" = plain ]; then start_ringway RINGWAY_URING=plain; else start_ringway; fi
             measure "$v" "http://$ADDR/plain"
             kill "$RWPID"; wait "$RWPID" 2>/dev/null || true
         done

@@ -1,6 +1,7 @@
 //! Builds a worker's monoio runtime: io_uring with cooperative task running (measured 1.75x
 //! faster for a minimal responder than monoio's defaults), else the legacy epoll driver.
-//! `RINGWAY_URING=defer` tries DEFER_TASKRUN instead, for A/B runs (`bench/ab.sh defer`).
+//! `RINGWAY_URING=defer|plain` picks DEFER_TASKRUN or monoio's own flags instead, for A/B runs
+//! (`bench/ab.sh defer|ring`).
 
 use monoio::time::TimeDriver;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
@@ -21,13 +22,14 @@ pub fn force_legacy() -> bool {
 pub fn build(entries: u32) -> std::io::Result<(Runtime, Driver)> {
     if !force_legacy() {
         let mut urb = io_uring::IoUring::builder();
-        // RINGWAY_URING_PLAIN=1 keeps monoio's default ring flags, for A/B measurements.
-        if std::env::var_os("RINGWAY_URING_PLAIN").is_none() {
-            if std::env::var("RINGWAY_URING").as_deref() == Ok("defer") {
+        match std::env::var("RINGWAY_URING").as_deref() {
+            Ok("plain") => {}
+            Ok("defer") => {
                 urb.setup_single_issuer()
                     .setup_defer_taskrun()
                     .setup_taskrun_flag();
-            } else {
+            }
+            _ => {
                 urb.setup_coop_taskrun().setup_taskrun_flag();
             }
         }

@@ -82,19 +82,12 @@ gateway)
         measure "gateway" "http://$ADDR/gw/x" -H "x-api-key: bench-key-0123456789"
     done
     ;;
-ring)
+ring | defer)
+    # The default (COOP_TASKRUN) against monoio's own flags (ring) or DEFER_TASKRUN (defer).
+    other=$([ "$MODE" = ring ] && echo plain || echo defer)
     for r in $(seq 1 "$REPS"); do
-        for v in coop plain; do
-            if [ "$v" = plain ]; then start_ringway RINGWAY_URING=plain; else start_ringway; fi
-            measure "$v" "http://$ADDR/plain"
-            kill "$RWPID"; wait "$RWPID" 2>/dev/null || true
-        done
-    done
-    ;;
-defer)
-    for r in $(seq 1 "$REPS"); do
-        for v in coop defer; do
-            if [ "$v" = defer ]; then start_ringway RINGWAY_URING=defer; else start_ringway; fi
+        for v in coop "$other"; do
+            start_ringway RINGWAY_URING="$v"
             measure "$v" "http://$ADDR/plain"
             kill "$RWPID"; wait "$RWPID" 2>/dev/null || true
         done

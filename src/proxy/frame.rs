@@ -2,20 +2,21 @@
 //! off the connection's own future (an idle keep-alive connection should not carry it), which
 //! used to cost a `Box` allocation and free per request; a worker reuses the same few blocks.
 
+use super::spares::Spares;
 use std::alloc::Layout;
-use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::ptr::NonNull;
 use std::task::{Context, Poll};
 
-/// Blocks kept for reuse; past this many (a burst of concurrent exchanges), frames are freed.
-const KEEP: usize = 256;
+/// Blocks kept for reuse: one per exchange of a 1,000-connection burst (1.6 KB each); past
+/// this many, frames are freed at once, and the surplus below it is trimmed over time.
+const KEEP: usize = 1024;
 
 /// A worker's free blocks, all of one layout (the first one asked for; the exchange future's).
 #[derive(Default)]
 pub struct FramePool {
-    free: RefCell<Vec<NonNull<u8>>>,
+    free: Spares<NonNull<u8>, KEEP>,
     layout: std::cell::Cell<Option<Layout>>,
 }
 
@@ -30,11 +31,7 @@ impl FramePool {
             }
             Some(l) => l == layout,
         };
-        let block = if pooled {
-            self.free.borrow_mut().pop()
-        } else {
-            None
-        };
+        let block = if pooled { self.free.take() } else { None };
         let ptr = match block {
             Some(p) => p.cast::<F>(),
             None => allocate::<F>(),
@@ -50,13 +47,19 @@ impl FramePool {
     }
 
     fn give(&self, block: NonNull<u8>, layout: Layout) {
-        let mut free = self.free.borrow_mut();
-        if free.len() < KEEP {
-            free.push(block);
-        } else {
-            drop(free);
+        if let Some(block) = self.free.give(block) {
             // SAFETY: allocated by `allocate` with this layout, and no longer used.
             unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
+        }
+    }
+
+    /// Frees up to `max` blocks that no exchange drew on since the last trim.
+    pub fn trim(&self, max: usize) {
+        if let Some(layout) = self.layout.get() {
+            self.free.trim(max, |block| {
+                // SAFETY: every pooled block was allocated with `layout` and holds no value.
+                unsafe { std::alloc::dealloc(block.as_ptr(), layout) }
+            });
         }
     }
 }
@@ -64,7 +67,7 @@ impl FramePool {
 impl Drop for FramePool {
     fn drop(&mut self) {
         if let Some(layout) = self.layout.get() {
-            for block in self.free.get_mut().drain(..) {
+            for block in self.free.drain_all() {
                 // SAFETY: every pooled block was allocated with `layout` and holds no value.
                 unsafe { std::alloc::dealloc(block.as_ptr(), layout) };
             }
@@ -161,7 +164,7 @@ mod tests {
         assert_eq!(drops.get(), 5);
         // One block served every request.
         assert!(seen.windows(2).all(|w| w[0] == w[1]));
-        assert_eq!(pool.free.borrow().len(), 1);
+        assert_eq!(pool.free.len(), 1);
     }
 
     #[test]
@@ -175,11 +178,11 @@ mod tests {
         });
         drop(f);
         assert_eq!(drops.get(), 1);
-        assert_eq!(pool.free.borrow().len(), 1);
+        assert_eq!(pool.free.len(), 1);
         // A future of another layout is not pooled: allocated and freed on its own.
         let g = pool.frame(async { 1u64 });
         assert!(!g.pooled);
         assert_eq!(block_on(g), 1);
-        assert_eq!(pool.free.borrow().len(), 1);
+        assert_eq!(pool.free.len(), 1);
     }
 }

@@ -5,6 +5,7 @@ pub mod body;
 mod forward;
 mod frame;
 pub mod head;
+mod spares;
 pub mod state;
 
 use crate::config::{Action, HashKey};

@@ -28,7 +28,7 @@ pub struct WorkerCtx {
     next_id: Cell<u64>,
     /// The first 8 hex digits of every request id this worker makes.
     id_prefix: [u8; 8],
-    bufs: RefCell<Vec<Vec<u8>>>,
+    bufs: super::spares::Spares<Vec<u8>, SPARE_BUFS>,
     /// Reused heap blocks for the per-request exchange future.
     pub frames: super::frame::FramePool,
 }
@@ -63,22 +63,33 @@ impl WorkerCtx {
     }
 
     /// A buffer from this worker's free list, so idle connections hold only their read buffer.
+    #[inline]
     pub fn take_buf(&self, cap: usize) -> Vec<u8> {
-        self.bufs
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(cap))
+        self.bufs.take().unwrap_or_else(|| Vec::with_capacity(cap))
     }
 
+    #[inline]
     pub fn give_buf(&self, mut buf: Vec<u8>) {
-        let mut bufs = self.bufs.borrow_mut();
         // Very large buffers (a body burst) are not kept: the free list must stay small.
-        if bufs.len() < 128 && buf.capacity() <= 256 * 1024 {
+        if buf.capacity() <= 256 * 1024 {
             buf.clear();
-            bufs.push(buf);
+            let _ = self.bufs.give(buf);
         }
     }
+
+    /// Returns part of a burst's surplus buffers and frames to the allocator (control tick).
+    pub fn trim_spares(&self) {
+        self.bufs.trim(TRIM_SPARES, drop);
+        self.frames.trim(TRIM_SPARES);
+    }
 }
+
+/// Free buffers kept per worker: enough for every exchange of a 1,000-connection burst, so the
+/// busiest moments reuse warm blocks instead of allocating; the surplus is trimmed later.
+const SPARE_BUFS: usize = 1024;
+/// Spare buffers and frames released per trim (every 250 ms): a burst's surplus of a thousand
+/// goes back within a few seconds, never all in one go.
+const TRIM_SPARES: usize = 32;
 
 /// Tracks one in-flight request; the drop keeps the count right on every early return.
 pub struct InflightGuard(Rc<WorkerCtx>);

@@ -103,6 +103,7 @@ async fn worker_main(
             for c in &current.get().clusters {
                 c.trim(now);
             }
+            ctx.trim_spares();
         }
     }
 

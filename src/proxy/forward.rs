@@ -70,7 +70,6 @@ pub async fn forward(
     out: &mut Vec<u8>,
     plan: &Plan,
 ) -> Next {
-    let cluster = &state.clusters[cluster_idx];
     let mut body_left = plan.body;
     // A body already received in full travels in the same write as the head and can be resent.
     if let Body::Length(n) = plan.body {
@@ -80,44 +79,54 @@ pub async fn forward(
             body_left = Body::None;
         }
     }
-    let mut ubuf = ConnBuf::from_vec(state.worker.take_buf(16 * 1024));
     let mut ex = Exchange {
         state,
         cw,
-        cluster,
+        cluster: &state.clusters[cluster_idx],
         plan,
+        client,
+        rbuf,
+        ubuf: ConnBuf::from_vec(state.worker.take_buf(16 * 1024)),
+        out,
+        deadline: None,
         body_left,
         resendable: body_left == Body::None,
     };
-    let next = ex.run(client, rbuf, &mut ubuf, out).await;
-    state.worker.give_buf(ubuf.into_vec());
+    let next = ex.run().await;
+    state.worker.give_buf(ex.ubuf.into_vec());
     next
 }
 
+/// Everything one exchange works on, held in one place: every await below borrows `self`
+/// instead of taking its own copies of the connections and buffers, which keeps the
+/// exchange's future (and the cache lines each request touches) small.
 struct Exchange<'a> {
     state: &'a CoreState,
     /// The client connection's watch.
     cw: &'a Watch,
     cluster: &'a Cluster,
     plan: &'a Plan,
+    client: &'a mut TcpStream,
+    /// The client's read buffer: the rest of a streamed request body comes from it.
+    rbuf: &'a mut ConnBuf,
+    /// The upstream's read buffer, from the worker's free list.
+    ubuf: ConnBuf,
+    /// The upstream request head until the response head replaces it.
+    out: &'a mut Vec<u8>,
+    /// The route's overall timeout, across attempts.
+    deadline: Option<Instant>,
     body_left: Body,
     /// The whole request is in `out`, so it can be sent again.
     resendable: bool,
 }
 
 impl Exchange<'_> {
-    async fn run(
-        &mut self,
-        client: &mut TcpStream,
-        rbuf: &mut ConnBuf,
-        ubuf: &mut ConnBuf,
-        out: &mut Vec<u8>,
-    ) -> Next {
+    async fn run(&mut self) -> Next {
         let route = &self.state.config.routes[self.plan.route];
         let policy = &route.retry;
         let budget = &self.state.retry_budgets[self.plan.route];
         budget.on_request();
-        let deadline = route.timeout.map(|t| Instant::now() + t);
+        self.deadline = route.timeout.map(|t| Instant::now() + t);
         let mut tried: u64 = 0;
         let mut attempts = 0;
         let mut stale_retries = 0;
@@ -126,34 +135,22 @@ impl Exchange<'_> {
             let server = match self.cluster.select(self.plan.hash, tried) {
                 Ok(s) => s,
                 Err(SelectError::AtCapacity) => {
-                    return local_error(client, self.cw, out, 503, "upstream at capacity").await
+                    return self.fail(503, "upstream at capacity").await
                 }
                 Err(SelectError::NoneAvailable) => {
-                    return local_error(client, self.cw, out, 503, "no healthy upstream server")
-                        .await
+                    return self.fail(503, "no healthy upstream server").await
                 }
             };
             tried |= 1u64 << (server % 64);
             let Some(inflight) = self.cluster.begin(server) else {
-                return local_error(client, self.cw, out, 503, "upstream at capacity").await;
+                return self.fail(503, "upstream at capacity").await;
             };
             // Status retries are only possible while another attempt is allowed.
             let may_retry = attempts < policy.attempts
                 && self.resendable
                 && self.plan.idempotent
                 && budget.available();
-            let result = self
-                .attempt(
-                    server,
-                    client,
-                    rbuf,
-                    ubuf,
-                    out,
-                    deadline,
-                    may_retry,
-                    stale_retries == 0,
-                )
-                .await;
+            let result = self.attempt(server, may_retry, stale_retries == 0).await;
             drop(inflight);
             match result {
                 Ok(next) => return next,
@@ -164,11 +161,10 @@ impl Exchange<'_> {
                     tried &= !(1u64 << (server % 64));
                 }
                 Err(AttemptError::Stale) => {
-                    return local_error(client, self.cw, out, 502, "upstream closed the connection")
-                        .await
+                    return self.fail(502, "upstream closed the connection").await
                 }
                 Err(AttemptError::Retryable(status, why)) => {
-                    let deadline_left = deadline.is_none_or(|d| Instant::now() < d);
+                    let deadline_left = self.deadline.is_none_or(|d| Instant::now() < d);
                     let allowed = match status {
                         // Connect failures sent nothing: safe for any method.
                         0 => policy.on_connect,
@@ -188,22 +184,21 @@ impl Exchange<'_> {
                         continue;
                     }
                     let status = if status == 0 { 502 } else { status };
-                    return local_error(client, self.cw, out, status, why).await;
+                    return self.fail(status, why).await;
                 }
             }
         }
     }
 
+    /// Answers the client with Ringway's own error and closes.
+    async fn fail(&mut self, status: u16, why: &str) -> Next {
+        local_error(self.client, self.cw, self.out, status, why).await
+    }
+
     /// One try against `server`. `Ok` means the client got a response.
-    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &mut self,
         server: usize,
-        client: &mut TcpStream,
-        rbuf: &mut ConnBuf,
-        ubuf: &mut ConnBuf,
-        out: &mut Vec<u8>,
-        deadline: Option<Instant>,
         may_retry_status: bool,
         allow_pooled: bool,
     ) -> Result<Next, AttemptError> {
@@ -230,7 +225,7 @@ impl Exchange<'_> {
         };
         let sent_at = cluster.tracks_latency.then(std::time::Instant::now);
         conn.watch.arm(cfg.body_timeout, Phase::Write);
-        let written = write_all_keep(&mut conn.stream, out).await;
+        let written = write_all_keep(&mut conn.stream, self.out).await;
         conn.watch.disarm();
         if written.is_err() {
             if conn.reused && self.resendable {
@@ -240,9 +235,8 @@ impl Exchange<'_> {
             return Err(AttemptError::Retryable(502, "upstream write failed"));
         }
         if self.body_left != Body::None {
-            if let Some((next, upstream_at_fault)) = self
-                .send_body(cfg.body_timeout, client, rbuf, &mut conn, out)
-                .await
+            if let Some((next, upstream_at_fault)) =
+                self.send_body(cfg.body_timeout, &mut conn).await
             {
                 // Only the upstream's own failure counts toward its ejection: a client sending
                 // a broken or stalled body must not be able to eject servers.
@@ -253,10 +247,10 @@ impl Exchange<'_> {
             }
             self.body_left = Body::None;
         }
-        ubuf.clear();
+        self.ubuf.clear();
         let keep_wanted = self.plan.keep_alive && !self.state.worker.draining.get();
         let mut wait = cfg.response_timeout;
-        if let Some(d) = deadline {
+        if let Some(d) = self.deadline {
             wait = wait.min(d.saturating_duration_since(Instant::now()));
         }
         let retry_statuses = if may_retry_status {
@@ -265,11 +259,11 @@ impl Exchange<'_> {
             &[]
         };
         let resp = match read_response_head(
-            ubuf,
+            &mut self.ubuf,
             &mut conn,
             self.plan,
             wait,
-            out,
+            self.out,
             keep_wanted,
             retry_statuses,
         )
@@ -292,9 +286,7 @@ impl Exchange<'_> {
             }
             Err(HeadError::Bad(why)) => {
                 cluster.record(server, Outcome::Failure);
-                return Err(AttemptError::Done(
-                    local_error(client, self.cw, out, 502, why).await,
-                ));
+                return Err(AttemptError::Done(self.fail(502, why).await));
             }
             Err(HeadError::RetryStatus(status)) => {
                 let rtt = sent_at.map(|t| t.elapsed()).unwrap_or_default();
@@ -314,18 +306,29 @@ impl Exchange<'_> {
                 Outcome::Success(rtt)
             },
         );
-        Ok(self.relay_response(conn, client, ubuf, out, resp).await)
+        match self.relay_response(&mut conn, &resp).await {
+            Ok(()) => {
+                if resp.reusable && self.ubuf.is_empty() {
+                    cluster.checkin(conn);
+                }
+                Ok(if resp.keep {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                })
+            }
+            // Head already sent: the only honest signal left is closing the client connection.
+            Err(_) => Ok(Next::Close),
+        }
     }
 
-    /// Writes the response head (already in `out`) and streams the body to the client.
+    /// Writes the response head (already in `out`, or at the front of `ubuf`) and streams the
+    /// body to the client.
     async fn relay_response(
-        &self,
-        mut conn: UpstreamConn,
-        client: &mut TcpStream,
-        ubuf: &mut ConnBuf,
-        out: &mut Vec<u8>,
-        resp: ResponsePlan,
-    ) -> Next {
+        &mut self,
+        conn: &mut UpstreamConn,
+        resp: &ResponsePlan,
+    ) -> Result<(), BodyError> {
         let http = &self.state.config.http;
         let client_deadlines = Deadlines {
             read: self.cluster.cfg.body_timeout,
@@ -333,7 +336,8 @@ impl Exchange<'_> {
             write: http.send_timeout,
             dst: self.cw,
         };
-        let body_result = match resp.framing {
+        let (client, ubuf, out) = (&mut *self.client, &mut self.ubuf, &mut *self.out);
+        match resp.framing {
             // Head and body straight from the upstream buffer (the head was left in it).
             OutFraming::NoBody | OutFraming::Length(_) if resp.verbatim_head > 0 => {
                 let body = match resp.framing {
@@ -350,77 +354,53 @@ impl Exchange<'_> {
                 ubuf.consume(n as usize);
                 write_client(client, self.cw, out, http.send_timeout).await
             }
-            OutFraming::Length(n) => match write_client(client, self.cw, out, http.send_timeout)
-                .await
-            {
-                Ok(()) => {
-                    body::copy_length(&mut conn.stream, ubuf, client, n, &client_deadlines).await
-                }
-                Err(e) => Err(e),
-            },
+            OutFraming::Length(n) => {
+                write_client(client, self.cw, out, http.send_timeout).await?;
+                body::copy_length(&mut conn.stream, ubuf, client, n, &client_deadlines).await
+            }
             OutFraming::Chunked | OutFraming::Close => {
-                match write_client(client, self.cw, out, http.send_timeout).await {
-                    Ok(()) if resp.body == Body::Chunked => {
-                        body::copy_chunked(
-                            &mut conn.stream,
-                            ubuf,
-                            client,
-                            resp.encode,
-                            out,
-                            body::ChunkLimits {
-                                body: u64::MAX,
-                                extension: http.max_chunk_extension,
-                                trailer: http.max_trailer_size,
-                            },
-                            &client_deadlines,
-                        )
-                        .await
-                    }
-                    Ok(()) => {
-                        body::copy_to_eof(
-                            &mut conn.stream,
-                            ubuf,
-                            client,
-                            resp.encode,
-                            out,
-                            &client_deadlines,
-                        )
-                        .await
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        match body_result {
-            Ok(()) => {
-                if resp.reusable && ubuf.is_empty() {
-                    self.cluster.checkin(conn);
-                }
-                if resp.keep {
-                    Next::KeepAlive
+                write_client(client, self.cw, out, http.send_timeout).await?;
+                if resp.body == Body::Chunked {
+                    body::copy_chunked(
+                        &mut conn.stream,
+                        ubuf,
+                        client,
+                        resp.encode,
+                        out,
+                        body::ChunkLimits {
+                            body: u64::MAX,
+                            extension: http.max_chunk_extension,
+                            trailer: http.max_trailer_size,
+                        },
+                        &client_deadlines,
+                    )
+                    .await
                 } else {
-                    Next::Close
+                    body::copy_to_eof(
+                        &mut conn.stream,
+                        ubuf,
+                        client,
+                        resp.encode,
+                        out,
+                        &client_deadlines,
+                    )
+                    .await
                 }
             }
-            // Head already sent: the only honest signal left is closing the client connection.
-            Err(_) => Next::Close,
         }
     }
 
     /// Streams the rest of the request body upstream. `Some(next)` means the exchange ended here.
     async fn send_body(
-        &self,
+        &mut self,
         upstream_write_timeout: Duration,
-        client: &mut TcpStream,
-        rbuf: &mut ConnBuf,
         conn: &mut UpstreamConn,
-        out: &mut Vec<u8>,
     ) -> Option<(Next, bool)> {
         let http = &self.state.config.http;
-        if self.plan.expect_continue && rbuf.is_empty() {
+        if self.plan.expect_continue && self.rbuf.is_empty() {
             let mut cont = Vec::with_capacity(CONTINUE_100.len());
             cont.extend_from_slice(CONTINUE_100);
-            if write_client(client, self.cw, &mut cont, http.send_timeout)
+            if write_client(self.client, self.cw, &mut cont, http.send_timeout)
                 .await
                 .is_err()
             {
@@ -436,6 +416,7 @@ impl Exchange<'_> {
         // `out` holds the request head; the chunk scratch must not clobber it before a failure
         // answer is written, so it gets a buffer of its own.
         let mut scratch = self.state.worker.take_buf(16 * 1024);
+        let (client, rbuf) = (&mut *self.client, &mut *self.rbuf);
         let res = match self.body_left {
             Body::Length(n) => {
                 body::copy_length(client, rbuf, &mut conn.stream, n, &deadlines).await
@@ -475,10 +456,7 @@ impl Exchange<'_> {
                 side: Side::Dst, ..
             }) => (502, "upstream stopped reading the request body", true),
         };
-        Some((
-            local_error(client, self.cw, out, status, why).await,
-            upstream_at_fault,
-        ))
+        Some((self.fail(status, why).await, upstream_at_fault))
     }
 }
 

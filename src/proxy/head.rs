@@ -7,7 +7,7 @@ use super::state::WorkerCtx;
 use crate::config::Proxy;
 use crate::gateway::{ResponseEdits, UpstreamEdits};
 use crate::http::fmt::push_dec;
-use crate::http::headers::{classify, Class};
+use crate::http::headers::{classify, name_is, Class};
 use crate::http::request::{Body, RequestHead, Version};
 use crate::http::response::ResponseHead;
 
@@ -29,11 +29,12 @@ enum Fwd {
 
 #[inline]
 fn fwd_class(name: &str) -> Fwd {
-    match name.len() {
-        3 if name.eq_ignore_ascii_case("via") => Fwd::Via,
-        15 if name.eq_ignore_ascii_case("x-forwarded-for") => Fwd::XForwardedFor,
-        16 if name.eq_ignore_ascii_case("x-forwarded-host") => Fwd::XForwardedHost,
-        17 if name.eq_ignore_ascii_case("x-forwarded-proto") => Fwd::XForwardedProto,
+    let n = name.as_bytes();
+    match n.len() {
+        3 if name_is(n, b"via") => Fwd::Via,
+        15 if name_is(n, b"x-forwarded-for") => Fwd::XForwardedFor,
+        16 if name_is(n, b"x-forwarded-host") => Fwd::XForwardedHost,
+        17 if name_is(n, b"x-forwarded-proto") => Fwd::XForwardedProto,
         _ => Fwd::Other,
     }
 }

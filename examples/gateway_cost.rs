@@ -39,10 +39,7 @@ fn main() {
     let gateway = CoreGateway::new(&config);
     let gw = gateway.route(0).expect("route 0 has filters");
     let worker = WorkerCtx::new(0);
-    let info = ClientInfo {
-        ip: "127.0.0.1".to_string(),
-        proto: "http",
-    };
+    let info = ClientInfo::new(std::net::Ipv4Addr::LOCALHOST.into(), "http");
     let limits = Limits {
         max_request_line: 8192,
         max_head_size: 32 * 1024,

@@ -15,6 +15,22 @@ use crate::http::response::ResponseHead;
 pub struct ClientInfo {
     pub ip: String,
     pub proto: &'static str,
+    /// `x-forwarded-for: <ip>` and `x-forwarded-proto: <proto>` lines, written once per
+    /// connection: most requests carry no forwarding headers, and then these go out whole.
+    forwarded_for: String,
+    forwarded_proto: String,
+}
+
+impl ClientInfo {
+    pub fn new(ip: std::net::IpAddr, proto: &'static str) -> Self {
+        let ip = ip.to_string();
+        Self {
+            forwarded_for: format!("x-forwarded-for: {ip}\r\n"),
+            forwarded_proto: format!("x-forwarded-proto: {proto}\r\n"),
+            ip,
+            proto,
+        }
+    }
 }
 
 /// Forwarding headers a client may send that Ringway rewrites.
@@ -157,15 +173,17 @@ pub fn write_request(
         out.extend_from_slice(&raw[start..raw.len() - 2]);
     }
     if cfg.x_forwarded_for {
-        out.extend_from_slice(b"x-forwarded-for: ");
-        xff.write_joined(out);
-        out.extend_from_slice(client.ip.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        if xff.n == 0 {
+            out.extend_from_slice(client.forwarded_for.as_bytes());
+        } else {
+            out.extend_from_slice(b"x-forwarded-for: ");
+            xff.write_joined(out);
+            out.extend_from_slice(client.ip.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
     if cfg.x_forwarded_proto {
-        out.extend_from_slice(b"x-forwarded-proto: ");
-        out.extend_from_slice(client.proto.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(client.forwarded_proto.as_bytes());
     }
     if cfg.x_forwarded_host && !req.host.is_empty() {
         out.extend_from_slice(b"x-forwarded-host: ");
@@ -173,13 +191,19 @@ pub fn write_request(
         out.extend_from_slice(b"\r\n");
     }
     if cfg.via {
-        out.extend_from_slice(b"via: ");
-        via.write_joined(out);
-        out.extend_from_slice(if req.version == Version::Http10 {
-            b"1.0 ringway\r\n"
+        let line: &[u8] = if req.version == Version::Http10 {
+            b"via: 1.0 ringway\r\n"
         } else {
-            b"1.1 ringway\r\n"
-        });
+            b"via: 1.1 ringway\r\n"
+        };
+        if via.n == 0 {
+            // One copy for the whole line: a client's own Via is rare.
+            out.extend_from_slice(line);
+        } else {
+            out.extend_from_slice(b"via: ");
+            via.write_joined(out);
+            out.extend_from_slice(&line[5..]);
+        }
     }
     if let (Some(id), false) = (id_header, has_id) {
         out.extend_from_slice(id.as_bytes());

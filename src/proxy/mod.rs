@@ -84,10 +84,7 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
     let _ = client.set_nodelay(true);
     // Declared after `client` so it is dropped first: no armed watch outlives its socket.
     let watch = worker.watchdog.watch(client.as_raw_fd());
-    let info = ClientInfo {
-        ip: peer.ip().to_string(),
-        proto: "http",
-    };
+    let info = ClientInfo::new(peer.ip(), "http");
     // Small on purpose: an idle keep-alive connection holds only this buffer and its task;
     // a larger head grows it on demand (up to http.max_head_size).
     let mut rbuf = ConnBuf::with_capacity(INITIAL_READ_BUF);

@@ -362,14 +362,22 @@ fn valid_host(v: &[u8]) -> bool {
         };
         (literal_ok, port)
     } else {
-        let (name, port) = match v.iter().rposition(|b| *b == b':') {
-            Some(i) => (&v[..i], Some(&v[i + 1..])),
-            None => (v, None),
-        };
-        (
-            !name.is_empty() && name.iter().all(|b| REG_NAME[*b as usize]),
-            port,
-        )
+        // One pass: reg-name bytes (digits among them) and at most one colon, before the port.
+        let mut colon = None;
+        for (i, &b) in v.iter().enumerate() {
+            if b == b':' {
+                if colon.is_some() {
+                    return false;
+                }
+                colon = Some(i);
+            } else if !REG_NAME[b as usize] {
+                return false;
+            }
+        }
+        match colon {
+            Some(i) => (i > 0, Some(&v[i + 1..])),
+            None => (true, None),
+        }
     };
     let port_ok =
         port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
@@ -491,6 +499,27 @@ mod tests {
         }
         assert!(valid_host(b"Example.com:8080"));
         assert!(valid_host(b"[::1]:80"));
+    }
+
+    #[test]
+    fn valid_host_ports_and_colons() {
+        for ok in [&b"a"[..], b"a:1", b"a.b-c_d~e%41!$&'()*+,;=:65535", b"127.0.0.1:8080"] {
+            assert!(valid_host(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b":80"[..],
+            b"a:",
+            b"a:b",
+            b"a:1:2",
+            b"a::1",
+            b"a:123456",
+            b"a b",
+            b"a/b",
+            b"a@b",
+            b"",
+        ] {
+            assert!(!valid_host(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     fn run(input: &[u8]) -> Result<Option<(Body, String, bool)>, u16> {

@@ -362,22 +362,14 @@ fn valid_host(v: &[u8]) -> bool {
         };
         (literal_ok, port)
     } else {
-        // One pass: reg-name bytes (digits among them) and at most one colon, before the port.
-        let mut colon = None;
-        for (i, &b) in v.iter().enumerate() {
-            if b == b':' {
-                if colon.is_some() {
-                    return false;
-                }
-                colon = Some(i);
-            } else if !REG_NAME[b as usize] {
-                return false;
-            }
-        }
-        match colon {
-            Some(i) => (i > 0, Some(&v[i + 1..])),
-            None => (true, None),
-        }
+        let (name, port) = match v.iter().rposition(|b| *b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        };
+        (
+            !name.is_empty() && name.iter().all(|b| REG_NAME[*b as usize]),
+            port,
+        )
     };
     let port_ok =
         port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit));

@@ -495,7 +495,12 @@ mod tests {
 
     #[test]
     fn valid_host_ports_and_colons() {
-        for ok in [&b"a"[..], b"a:1", b"a.b-c_d~e%41!$&'()*+,;=:65535", b"127.0.0.1:8080"] {
+        for ok in [
+            &b"a"[..],
+            b"a:1",
+            b"a.b-c_d~e%41!$&'()*+,;=:65535",
+            b"127.0.0.1:8080",
+        ] {
             assert!(valid_host(ok), "{}", String::from_utf8_lossy(ok));
         }
         for bad in [

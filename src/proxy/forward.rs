@@ -60,41 +60,64 @@ enum AttemptError {
     Done(Next),
 }
 
-/// Runs the exchange; `out` holds the upstream request head on entry and is reused.
-pub async fn forward(
-    state: &CoreState,
+/// The exchange of a forwarded request, as a future living in one of the worker's reused
+/// frames: off the connection's future, which an idle keep-alive connection keeps.
+/// `out` holds the upstream request head on entry and is reused.
+pub fn in_frame<'a>(
+    state: &'a CoreState,
     cluster_idx: usize,
-    client: &mut TcpStream,
-    cw: &Watch,
-    rbuf: &mut ConnBuf,
-    out: &mut Vec<u8>,
-    plan: &Plan,
-) -> Next {
-    let mut body_left = plan.body;
-    // A body already received in full travels in the same write as the head and can be resent.
-    if let Body::Length(n) = plan.body {
-        if rbuf.len() as u64 >= n {
-            out.extend_from_slice(&rbuf.data()[..n as usize]);
-            rbuf.consume(n as usize);
-            body_left = Body::None;
+    client: &'a mut TcpStream,
+    cw: &'a Watch,
+    rbuf: &'a mut ConnBuf,
+    out: &'a mut Vec<u8>,
+    plan: &'a Plan,
+) -> impl std::future::Future<Output = Next> + 'a {
+    let ex = Exchange::new(state, cluster_idx, client, cw, rbuf, out, plan);
+    state.worker.frames.frame(ex.run())
+}
+
+impl<'a> Exchange<'a> {
+    fn new(
+        state: &'a CoreState,
+        cluster_idx: usize,
+        client: &'a mut TcpStream,
+        cw: &'a Watch,
+        rbuf: &'a mut ConnBuf,
+        out: &'a mut Vec<u8>,
+        plan: &'a Plan,
+    ) -> Self {
+        let mut body_left = plan.body;
+        // A body already received in full travels in the same write as the head and can be
+        // resent.
+        if let Body::Length(n) = plan.body {
+            if rbuf.len() as u64 >= n {
+                out.extend_from_slice(&rbuf.data()[..n as usize]);
+                rbuf.consume(n as usize);
+                body_left = Body::None;
+            }
+        }
+        Exchange {
+            state,
+            cw,
+            cluster: &state.clusters[cluster_idx],
+            plan,
+            client,
+            rbuf,
+            ubuf: ConnBuf::from_vec(state.worker.take_buf(16 * 1024)),
+            out,
+            deadline: None,
+            body_left,
+            resendable: body_left == Body::None,
         }
     }
-    let mut ex = Exchange {
-        state,
-        cw,
-        cluster: &state.clusters[cluster_idx],
-        plan,
-        client,
-        rbuf,
-        ubuf: ConnBuf::from_vec(state.worker.take_buf(16 * 1024)),
-        out,
-        deadline: None,
-        body_left,
-        resendable: body_left == Body::None,
-    };
-    let next = ex.run().await;
-    state.worker.give_buf(ex.ubuf.into_vec());
-    next
+
+    /// Runs the exchange to its end. Takes the exchange by value so that its future is the
+    /// outermost one in the frame (no wrapper level to step through on every poll).
+    async fn run(mut self) -> Next {
+        let next = self.exchange().await;
+        self.state.worker.give_buf(self.ubuf.into_vec());
+        next
+    }
 }
 
 /// Everything one exchange works on, held in one place: every await below borrows `self`
@@ -121,7 +144,7 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    async fn run(&mut self) -> Next {
+    async fn exchange(&mut self) -> Next {
         let route = &self.state.config.routes[self.plan.route];
         let policy = &route.retry;
         let budget = &self.state.retry_budgets[self.plan.route];

@@ -94,7 +94,23 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
             Ok((state, plan, mut out)) => {
                 served += 1;
                 let _inflight = InflightGuard::new(&worker);
-                let mut next = run(&state, &mut client, &watch, &mut rbuf, &mut out, &plan).await;
+                let mut next = match &plan.action {
+                    // Awaited here rather than inside `run`: every poll of a nested future
+                    // first reads its state tag, a cache miss per level at high concurrency.
+                    PlanAction::Forward(cluster) => {
+                        forward::in_frame(
+                            &state,
+                            *cluster,
+                            &mut client,
+                            &watch,
+                            &mut rbuf,
+                            &mut out,
+                            &plan,
+                        )
+                        .await
+                    }
+                    _ => run(&state, &mut client, &watch, &mut rbuf, &mut out, &plan).await,
+                };
                 worker.give_buf(out);
                 if served >= state.config.http.max_keepalive_requests {
                     next = Next::Close;
@@ -126,16 +142,9 @@ async fn run(
     plan: &Plan,
 ) -> Next {
     match &plan.action {
+        // `serve_client` awaits this itself; here only for completeness.
         PlanAction::Forward(cluster) => {
-            // Off the connection's future: the exchange's state is the largest part of it, and
-            // an idle keep-alive connection should not carry it. The worker reuses the blocks.
-            state
-                .worker
-                .frames
-                .frame(forward::forward(
-                    state, *cluster, client, cw, rbuf, out, plan,
-                ))
-                .await
+            forward::in_frame(state, *cluster, client, cw, rbuf, out, plan).await
         }
         PlanAction::Local(head_len) => {
             let keep = plan.keep_alive

@@ -1,7 +1,7 @@
 //! A connection's read buffer: bytes received but not yet consumed, refilled in place by
 //! ownership-passing io_uring reads, compacted only when the free tail gets short.
 
-use monoio::buf::{IoBuf, IoBufMut};
+use monoio::buf::{IoBuf, IoBufMut, Slice};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use std::io;
 
@@ -85,15 +85,18 @@ impl ConnBuf {
         res
     }
 
-    /// Writes the first `n` unconsumed bytes to `w` and consumes them.
-    pub async fn write_to<W: AsyncWriteRent>(&mut self, w: &mut W, n: usize) -> io::Result<()> {
+    /// Lends the first `n` unconsumed bytes for an owned-buffer write; `restore` must follow.
+    pub fn lend(&mut self, n: usize) -> Slice<Vec<u8>> {
         debug_assert!(n <= self.len());
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = w.write_all(buf.slice(self.pos..self.pos + n)).await;
-        self.buf = slice.into_inner();
-        res?;
-        self.consume(n);
-        Ok(())
+        std::mem::take(&mut self.buf).slice(self.pos..self.pos + n)
+    }
+
+    /// Takes the lent buffer back, consuming the `n` bytes when they were written.
+    pub fn restore(&mut self, buf: Vec<u8>, n: usize, written: bool) {
+        self.buf = buf;
+        if written {
+            self.consume(n);
+        }
     }
 }
 

@@ -70,8 +70,9 @@ impl WorkerCtx {
 
     #[inline]
     pub fn give_buf(&self, mut buf: Vec<u8>) {
-        // Very large buffers (a body burst) are not kept: the free list must stay small.
-        if buf.capacity() <= 256 * 1024 {
+        // Buffers grown for a large body are not kept: with up to SPARE_BUFS of them held
+        // until trimmed, the free list must stay small (1,024 x 64 KiB at worst).
+        if buf.capacity() <= SPARE_BUF_MAX {
             buf.clear();
             let _ = self.bufs.give(buf);
         }
@@ -87,6 +88,8 @@ impl WorkerCtx {
 /// Free buffers kept per worker: enough for every exchange of a 1,000-connection burst, so the
 /// busiest moments reuse warm blocks instead of allocating; the surplus is trimmed later.
 const SPARE_BUFS: usize = 1024;
+/// The largest buffer worth keeping: a head buffer is 4 KiB, an upstream buffer 16 KiB.
+const SPARE_BUF_MAX: usize = 64 * 1024;
 /// Spare buffers and frames released per trim (every 250 ms): a burst's surplus of a thousand
 /// goes back within a few seconds, never all in one go.
 const TRIM_SPARES: usize = 32;

@@ -111,13 +111,14 @@ impl<'a> Exchange<'a> {
             resendable: body_left == Body::None,
         }
     }
+}
 
-    /// Runs the exchange to its end. Takes the exchange by value so that its future is the
-    /// outermost one in the frame (no wrapper level to step through on every poll).
-    async fn run(mut self) -> Next {
-        let next = self.exchange().await;
-        self.state.worker.give_buf(self.ubuf.into_vec());
-        next
+impl Drop for Exchange<'_> {
+    /// The upstream buffer goes back to the worker however the exchange ends, abandoned
+    /// midway included.
+    fn drop(&mut self) {
+        let ubuf = std::mem::replace(&mut self.ubuf, ConnBuf::from_vec(Vec::new()));
+        self.state.worker.give_buf(ubuf.into_vec());
     }
 }
 
@@ -145,7 +146,10 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    async fn exchange(&mut self) -> Next {
+    /// Runs the exchange to its end: attempts, retries, and the answer. Takes the exchange by
+    /// value so that its future is the outermost one in the frame (no wrapper level to step
+    /// through on every poll).
+    async fn run(mut self) -> Next {
         let route = &self.state.config.routes[self.plan.route];
         let policy = &route.retry;
         let budget = &self.state.retry_budgets[self.plan.route];

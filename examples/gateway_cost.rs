@@ -39,7 +39,7 @@ fn main() {
     let gateway = CoreGateway::new(&config);
     let gw = gateway.route(0).expect("route 0 has filters");
     let worker = WorkerCtx::new(0);
-    let info = ClientInfo::new(std::net::Ipv4Addr::LOCALHOST.into(), "http");
+    let info = ClientInfo::new(std::net::Ipv4Addr::LOCALHOST.into());
     let limits = Limits {
         max_request_line: 8192,
         max_head_size: 32 * 1024,
@@ -67,7 +67,7 @@ fn main() {
             host: head.host,
             target: head.path,
             headers: head.headers,
-            client_ip: &info.ip,
+            client_ip: info.ip(),
         };
         let passed = match gw.check(&req, id_header, |o| worker.push_request_id(o), out) {
             Outcome::Pass(p) => p,

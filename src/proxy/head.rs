@@ -13,23 +13,25 @@ use crate::http::response::ResponseHead;
 
 /// Facts about the client connection, computed once per connection.
 pub struct ClientInfo {
-    pub ip: String,
-    pub proto: &'static str,
-    /// `x-forwarded-for: <ip>` and `x-forwarded-proto: <proto>` lines, written once per
-    /// connection: most requests carry no forwarding headers, and then these go out whole.
+    /// `x-forwarded-for: <ip>\r\n`, rendered once per connection: most requests carry no
+    /// forwarding header of their own, and then it goes out whole. The address is read from it.
     forwarded_for: String,
-    forwarded_proto: String,
 }
 
+const FORWARDED_FOR: &str = "x-forwarded-for: ";
+/// Listeners speak plain HTTP only, so the scheme line is a constant.
+const FORWARDED_PROTO: &[u8] = b"x-forwarded-proto: http\r\n";
+
 impl ClientInfo {
-    pub fn new(ip: std::net::IpAddr, proto: &'static str) -> Self {
-        let ip = ip.to_string();
+    pub fn new(ip: std::net::IpAddr) -> Self {
         Self {
-            forwarded_for: format!("x-forwarded-for: {ip}\r\n"),
-            forwarded_proto: format!("x-forwarded-proto: {proto}\r\n"),
-            ip,
-            proto,
+            forwarded_for: format!("{FORWARDED_FOR}{ip}\r\n"),
         }
+    }
+
+    /// The client's address as text.
+    pub fn ip(&self) -> &str {
+        &self.forwarded_for[FORWARDED_FOR.len()..self.forwarded_for.len() - 2]
     }
 }
 
@@ -178,12 +180,12 @@ pub fn write_request(
         } else {
             out.extend_from_slice(b"x-forwarded-for: ");
             xff.write_joined(out);
-            out.extend_from_slice(client.ip.as_bytes());
+            out.extend_from_slice(client.ip().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
     }
     if cfg.x_forwarded_proto {
-        out.extend_from_slice(client.forwarded_proto.as_bytes());
+        out.extend_from_slice(FORWARDED_PROTO);
     }
     if cfg.x_forwarded_host && !req.host.is_empty() {
         out.extend_from_slice(b"x-forwarded-host: ");
@@ -301,5 +303,19 @@ pub fn connection_line(keep_alive: bool, client: Version) -> &'static [u8] {
         (false, _) => b"connection: close\r\n",
         (true, Version::Http10) => b"connection: keep-alive\r\n",
         (true, Version::Http11) => b"",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientInfo;
+
+    #[test]
+    fn client_address_is_read_back_from_its_forwarded_for_line() {
+        let v4 = ClientInfo::new("10.1.2.3".parse().unwrap());
+        assert_eq!(v4.ip(), "10.1.2.3");
+        assert_eq!(v4.forwarded_for, "x-forwarded-for: 10.1.2.3\r\n");
+        let v6 = ClientInfo::new("::1".parse().unwrap());
+        assert_eq!(v6.ip(), "::1");
     }
 }

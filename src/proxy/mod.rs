@@ -84,7 +84,7 @@ pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: Sock
     let _ = client.set_nodelay(true);
     // Declared after `client` so it is dropped first: no armed watch outlives its socket.
     let watch = worker.watchdog.watch(client.as_raw_fd());
-    let info = ClientInfo::new(peer.ip(), "http");
+    let info = ClientInfo::new(peer.ip());
     // Small on purpose: an idle keep-alive connection holds only this buffer and its task;
     // a larger head grows it on demand (up to http.max_head_size).
     let mut rbuf = ConnBuf::with_capacity(INITIAL_READ_BUF);
@@ -367,7 +367,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         host: head.host,
         target: head.path,
         headers: head.headers,
-        client_ip: &info.ip,
+        client_ip: info.ip(),
     };
     let id_header = state.config.proxy.request_id_header.as_deref();
     let mut passed = match gw.check(&req, id_header, |o| state.worker.push_request_id(o), out) {
@@ -422,7 +422,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
                 h.extend_from_slice(b"\r\n");
                 if state.config.proxy.x_forwarded_for {
                     h.extend_from_slice(b"x-forwarded-for: ");
-                    h.extend_from_slice(info.ip.as_bytes());
+                    h.extend_from_slice(info.ip().as_bytes());
                     h.extend_from_slice(b"\r\n");
                 }
                 if let (Some(idh), Some(id)) = (id_header, request_id) {
@@ -530,7 +530,7 @@ fn forward_action(
 /// requests still land together on one server.
 fn hash_key(key: &HashKey, head: &RequestHead<'_>, info: &ClientInfo) -> u64 {
     match key {
-        HashKey::ClientIp => stable_hash(info.ip.as_bytes()),
+        HashKey::ClientIp => stable_hash(info.ip().as_bytes()),
         HashKey::Path => stable_hash(
             head.path
                 .split_once('?')
@@ -582,7 +582,8 @@ mod size_tests {
             ));
             let f = super::serve_client(cell, c, addr);
             // Every idle keep-alive connection holds this future: the exchange lives in a frame
-            // of its own (proxy/frame.rs) so its state stays out of it (it was 3.4 KB before). 1,000-1,150 bytes today.
+            // of its own (proxy/frame.rs) so its state stays out of it (it was 3.4 KB before).
+            // 1,000-1,150 bytes today.
             let size = std::mem::size_of_val(&f);
             assert!(size <= 1536, "serve_client future grew to {size} bytes");
         });

@@ -73,44 +73,31 @@ pub fn in_frame<'a>(
     out: &'a mut Vec<u8>,
     plan: &'a Plan,
 ) -> impl std::future::Future<Output = Next> + 'a {
-    let ex = Exchange::new(state, cluster_idx, client, cw, rbuf, out, plan);
-    state.worker.frames.frame(ex.run())
-}
-
-impl<'a> Exchange<'a> {
-    fn new(
-        state: &'a CoreState,
-        cluster_idx: usize,
-        client: &'a mut TcpStream,
-        cw: &'a Watch,
-        rbuf: &'a mut ConnBuf,
-        out: &'a mut Vec<u8>,
-        plan: &'a Plan,
-    ) -> Self {
-        let mut body_left = plan.body;
-        // A body already received in full travels in the same write as the head and can be
-        // resent.
-        if let Body::Length(n) = plan.body {
-            if rbuf.len() as u64 >= n {
-                out.extend_from_slice(&rbuf.data()[..n as usize]);
-                rbuf.consume(n as usize);
-                body_left = Body::None;
-            }
-        }
-        Exchange {
-            state,
-            cw,
-            cluster: &state.clusters[cluster_idx],
-            plan,
-            client,
-            rbuf,
-            ubuf: ConnBuf::from_vec(state.worker.take_buf(16 * 1024)),
-            out,
-            deadline: None,
-            body_left,
-            resendable: body_left == Body::None,
+    let mut body_left = plan.body;
+    // A body already received in full travels in the same write as the head and can be resent.
+    if let Body::Length(n) = plan.body {
+        if rbuf.len() as u64 >= n {
+            out.extend_from_slice(&rbuf.data()[..n as usize]);
+            rbuf.consume(n as usize);
+            body_left = Body::None;
         }
     }
+    let ex = Exchange {
+        state,
+        cw,
+        cluster: &state.clusters[cluster_idx],
+        plan,
+        client,
+        rbuf,
+        ubuf: ConnBuf::from_vec(state.worker.take_buf(16 * 1024)),
+        out,
+        deadline: state.config.routes[plan.route]
+            .timeout
+            .map(|t| Instant::now() + t),
+        body_left,
+        resendable: body_left == Body::None,
+    };
+    state.worker.frames.frame(ex.run())
 }
 
 impl Drop for Exchange<'_> {
@@ -154,7 +141,6 @@ impl Exchange<'_> {
         let policy = &route.retry;
         let budget = &self.state.retry_budgets[self.plan.route];
         budget.on_request();
-        self.deadline = route.timeout.map(|t| Instant::now() + t);
         let mut tried: u64 = 0;
         let mut attempts = 0;
         let mut stale_retries = 0;

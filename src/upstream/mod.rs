@@ -293,7 +293,7 @@ impl Cluster {
     }
 
     /// An idle pooled connection to `server`, if there is one still usable.
-    pub fn pooled(&self, server: usize, verify: bool) -> Option<UpstreamConn> {
+    fn pooled(&self, server: usize, verify: bool) -> Option<UpstreamConn> {
         let s = &self.servers[server];
         loop {
             let (stream, watch) = s.pool.borrow_mut().checkout()?;

@@ -220,3 +220,31 @@ impl StateCell {
         *self.0.borrow_mut() = Rc::new(state);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The control tick's trim returns a burst's idle buffers a few at a time, and only those.
+    #[test]
+    fn idle_spare_buffers_are_trimmed_gradually() {
+        let w = WorkerCtx::new(0);
+        let burst: Vec<_> = (0..100).map(|_| w.take_buf(4096)).collect();
+        for b in burst {
+            w.give_buf(b);
+        }
+        w.give_buf(Vec::with_capacity(SPARE_BUF_MAX + 1));
+        assert_eq!(w.bufs.len(), 100, "an oversized buffer is not kept");
+        w.trim_spares(); // sets the mark: nothing drawn yet in this period's books
+        assert_eq!(w.bufs.len(), 100);
+        let busy = w.take_buf(4096); // one in use through the next period
+        w.trim_spares();
+        assert_eq!(w.bufs.len(), 99 - TRIM_SPARES);
+        w.give_buf(busy);
+        while w.bufs.len() > 1 {
+            w.trim_spares();
+        }
+        w.trim_spares();
+        assert_eq!(w.bufs.len(), 0);
+    }
+}

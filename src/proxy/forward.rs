@@ -61,6 +61,27 @@ enum AttemptError {
     Done(Next),
 }
 
+/// Where the retry loop stands.
+#[derive(Default)]
+struct Tries {
+    /// Servers tried so far (bit `server % 64`), which the balancer avoids.
+    tried: u64,
+    attempts: u32,
+    /// Retries on a fresh connection after a stale pooled one: one at most, free of charge.
+    stale_retries: u32,
+}
+
+/// The attempt error for a failed connect; a timeout or refusal counts against the server.
+fn connect_failure(cluster: &Cluster, server: usize, e: ConnectError) -> AttemptError {
+    let why = match e {
+        ConnectError::Saturated => return AttemptError::Retryable(0, "upstream at capacity"),
+        ConnectError::Timeout => "upstream connect timed out",
+        ConnectError::Refused(_) => "upstream connect failed",
+    };
+    cluster.record(server, Outcome::Failure);
+    AttemptError::Retryable(0, why)
+}
+
 /// The exchange of a forwarded request, as a future living in one of the worker's reused
 /// frames: off the connection's future, which an idle keep-alive connection keeps.
 /// `out` holds the upstream request head on entry and is reused.
@@ -132,74 +153,242 @@ struct Exchange<'a> {
     resendable: bool,
 }
 
-impl Exchange<'_> {
-    /// Runs the exchange to its end: attempts, retries, and the answer. Takes the exchange by
-    /// value so that its future is the outermost one in the frame (no wrapper level to step
-    /// through on every poll).
-    async fn run(mut self) -> Next {
-        let route = &self.state.config.routes[self.plan.route];
-        let policy = &route.retry;
-        let budget = &self.state.retry_budgets[self.plan.route];
-        budget.on_request();
-        let mut tried: u64 = 0;
-        let mut attempts = 0;
-        let mut stale_retries = 0;
-        loop {
-            attempts += 1;
-            let server = match self.cluster.select(self.plan.hash, tried) {
-                Ok(s) => s,
-                Err(SelectError::AtCapacity) => {
-                    return self.fail(503, "upstream at capacity").await
-                }
-                Err(SelectError::NoneAvailable) => {
-                    return self.fail(503, "no healthy upstream server").await
-                }
-            };
-            tried |= 1u64 << (server % 64);
-            let Some(inflight) = self.cluster.begin(server) else {
-                return self.fail(503, "upstream at capacity").await;
-            };
-            // Status retries are only possible while another attempt is allowed.
-            let may_retry = attempts < policy.attempts
-                && self.resendable
-                && self.plan.idempotent
-                && budget.available();
-            let result = self.attempt(server, may_retry, stale_retries == 0).await;
-            drop(inflight);
-            match result {
-                Ok(next) => return next,
-                Err(AttemptError::Done(next)) => return next,
-                Err(AttemptError::Stale) if stale_retries == 0 => {
-                    stale_retries += 1;
-                    attempts -= 1;
-                    tried &= !(1u64 << (server % 64));
-                }
-                Err(AttemptError::Stale) => {
-                    return self.fail(502, "upstream closed the connection").await
-                }
-                Err(AttemptError::Retryable(status, why)) => {
-                    let deadline_left = self.deadline.is_none_or(|d| Instant::now() < d);
-                    let allowed = match status {
-                        // Connect failures sent nothing: safe for any method.
-                        0 => policy.on_connect,
-                        502 => policy.on_reset && self.plan.idempotent,
-                        504 => policy.on_timeout && self.plan.idempotent,
-                        s => policy.on_statuses.contains(&s) && self.plan.idempotent,
-                    };
-                    // A failed connect sent nothing: even a streamed body is still unread.
-                    // Refused connects cost the upstream nothing, so they do not spend the
-                    // budget, which exists to keep retries from piling load on a sick server.
-                    if allowed
-                        && deadline_left
-                        && attempts < policy.attempts
-                        && (self.resendable || status == 0)
-                        && (status == 0 || budget.try_spend())
+impl<'a> Exchange<'a> {
+    /// Runs the exchange to its end: attempts, retries, and the answer.
+    ///
+    /// One future for the whole retry loop and every attempt in it, awaiting monoio's
+    /// operations directly wherever the common case goes: each poll steps through every nested
+    /// future's state first, and at high concurrency each one is a cache miss. An async block
+    /// rather than an `async fn`, which would keep a second copy of `self` in its state.
+    #[allow(clippy::manual_async_fn)] // on purpose: see the doc comment
+    fn run(mut self) -> impl std::future::Future<Output = Next> + 'a {
+        async move {
+            let state = self.state;
+            let policy = &state.config.routes[self.plan.route].retry;
+            let budget = &state.retry_budgets[self.plan.route];
+            budget.on_request();
+            let mut tries = Tries::default();
+            loop {
+                tries.attempts += 1;
+                let server = match self.cluster.select(self.plan.hash, tries.tried) {
+                    Ok(s) => s,
+                    Err(SelectError::AtCapacity) => {
+                        return self.fail(503, "upstream at capacity").await
+                    }
+                    Err(SelectError::NoneAvailable) => {
+                        return self.fail(503, "no healthy upstream server").await
+                    }
+                };
+                tries.tried |= 1u64 << (server % 64);
+                let Some(inflight) = self.cluster.begin(server) else {
+                    return self.fail(503, "upstream at capacity").await;
+                };
+                // Status retries are only possible while another attempt is allowed.
+                let may_retry_status = tries.attempts < policy.attempts
+                    && self.resendable
+                    && self.plan.idempotent
+                    && budget.available();
+                let result: Result<Next, AttemptError> = 'attempt: {
+                    let cluster = self.cluster;
+                    let cfg = &cluster.cfg;
+                    // A stale pooled connection is only harmless when the request can be sent
+                    // again.
+                    let verify = !(self.plan.idempotent && self.resendable);
+                    let allow_pooled = tries.stale_retries == 0;
+                    let mut conn = match cluster
+                        .connect(server, allow_pooled, verify, &state.worker.watchdog)
+                        .await
                     {
+                        Ok(c) => c,
+                        Err(e) => break 'attempt Err(connect_failure(cluster, server, e)),
+                    };
+                    let sent_at = cluster.tracks_latency.then(std::time::Instant::now);
+                    conn.watch.arm(cfg.body_timeout, Phase::Write);
+                    // Kept for a resend.
+                    let (written, head) = conn.stream.write_all(std::mem::take(self.out)).await;
+                    *self.out = head;
+                    conn.watch.disarm();
+                    if written.is_err() {
+                        if conn.reused && self.resendable {
+                            break 'attempt Err(AttemptError::Stale);
+                        }
+                        cluster.record(server, Outcome::Failure);
+                        break 'attempt Err(AttemptError::Retryable(502, "upstream write failed"));
+                    }
+                    if self.body_left != Body::None {
+                        if let Some((next, upstream_at_fault)) =
+                            self.send_body(cfg.body_timeout, &mut conn).await
+                        {
+                            // Only the upstream's own failure counts toward its ejection: a
+                            // client sending a broken or stalled body must not be able to eject
+                            // servers.
+                            if upstream_at_fault {
+                                cluster.record(server, Outcome::Failure);
+                            }
+                            break 'attempt Err(AttemptError::Done(next));
+                        }
+                        self.body_left = Body::None;
+                    }
+
+                    // The response head, read until complete (interim 1xx heads skipped).
+                    self.ubuf.clear();
+                    let keep_wanted = self.plan.keep_alive && !state.worker.draining.get();
+                    let mut wait = cfg.response_timeout;
+                    if let Some(d) = self.deadline {
+                        wait = wait.min(d.saturating_duration_since(Instant::now()));
+                    }
+                    let retry_statuses = if may_retry_status {
+                        &policy.on_statuses[..]
+                    } else {
+                        &[]
+                    };
+                    let mut received_any = false;
+                    let head = loop {
+                        match response_plan(
+                            &mut self.ubuf,
+                            self.plan,
+                            self.out,
+                            keep_wanted,
+                            retry_statuses,
+                        ) {
+                            Ok(None) => {}
+                            Ok(Some(resp)) => break Ok(resp),
+                            Err(e) => break Err(e),
+                        }
+                        // On timeout the connection is dropped, so both directions may be shut.
+                        conn.watch.arm(wait, Phase::Write);
+                        let res = self.ubuf.fill(&mut conn.stream, MAX_RESPONSE_HEAD).await;
+                        conn.watch.disarm();
+                        match res {
+                            _ if conn.watch.fired() => break Err(HeadError::Timeout),
+                            Ok(0) | Err(_) if !received_any => break Err(HeadError::Empty),
+                            Ok(0) => {
+                                break Err(HeadError::Bad(
+                                    "upstream closed inside the response head",
+                                ))
+                            }
+                            Ok(_) => received_any = true,
+                            Err(_) => break Err(HeadError::Io),
+                        }
+                    };
+                    let rtt = || sent_at.map(|t| t.elapsed()).unwrap_or_default();
+                    let resp = match head {
+                        Ok(resp) => resp,
+                        Err(HeadError::Empty)
+                            if conn.reused && self.resendable && self.plan.idempotent =>
+                        {
+                            break 'attempt Err(AttemptError::Stale)
+                        }
+                        Err(HeadError::Bad(why)) => {
+                            cluster.record(server, Outcome::Failure);
+                            break 'attempt Err(AttemptError::Done(self.fail(502, why).await));
+                        }
+                        Err(HeadError::RetryStatus(status)) => {
+                            cluster.record(server, Outcome::ServerError(rtt()));
+                            break 'attempt Err(AttemptError::Retryable(
+                                status,
+                                "upstream answered with an error",
+                            ));
+                        }
+                        Err(HeadError::Timeout) => {
+                            cluster.record(server, Outcome::Failure);
+                            break 'attempt Err(AttemptError::Retryable(
+                                504,
+                                "upstream response timed out",
+                            ));
+                        }
+                        Err(HeadError::Empty | HeadError::Io) => {
+                            cluster.record(server, Outcome::Failure);
+                            break 'attempt Err(AttemptError::Retryable(
+                                502,
+                                "upstream closed without a response",
+                            ));
+                        }
+                    };
+                    cluster.record(
+                        server,
+                        if resp.status >= 500 {
+                            Outcome::ServerError(rtt())
+                        } else {
+                            Outcome::Success(rtt())
+                        },
+                    );
+
+                    // The response to the client. The common case, a head passed on as it came
+                    // with its whole body behind it in the buffer, is one write awaited here.
+                    let whole = match resp.framing {
+                        OutFraming::Length(n) if resp.verbatim_head > 0 => {
+                            Some(resp.verbatim_head as u64 + n)
+                        }
+                        OutFraming::NoBody if resp.verbatim_head > 0 => {
+                            Some(resp.verbatim_head as u64)
+                        }
+                        _ => None,
+                    }
+                    .filter(|n| self.ubuf.len() as u64 >= *n);
+                    let relayed = match whole {
+                        Some(n) => {
+                            let n = n as usize;
+                            self.cw.arm(state.config.http.send_timeout, Phase::Write);
+                            let (res, slice) = self.client.write_all(self.ubuf.lend(n)).await;
+                            self.ubuf.restore(slice.into_inner(), n, res.is_ok());
+                            self.cw.disarm();
+                            body::write_result(res.map(|_| ()), self.cw)
+                        }
+                        None => self.relay_response(&mut conn, &resp).await,
+                    };
+                    match relayed {
+                        Ok(()) => {
+                            if resp.reusable && self.ubuf.is_empty() {
+                                cluster.checkin(conn);
+                            }
+                            Ok(if resp.keep {
+                                Next::KeepAlive
+                            } else {
+                                Next::Close
+                            })
+                        }
+                        // Head already sent: the only honest signal left is closing the client
+                        // connection.
+                        Err(_) => Ok(Next::Close),
+                    }
+                };
+                drop(inflight);
+                let (status, why) = match result {
+                    Ok(next) | Err(AttemptError::Done(next)) => return next,
+                    Err(AttemptError::Stale) if tries.stale_retries == 0 => {
+                        // Not counted as an attempt, and the same server may be tried again.
+                        tries.stale_retries += 1;
+                        tries.attempts -= 1;
+                        tries.tried &= !(1u64 << (server % 64));
                         continue;
                     }
-                    let status = if status == 0 { 502 } else { status };
-                    return self.fail(status, why).await;
+                    Err(AttemptError::Stale) => {
+                        return self.fail(502, "upstream closed the connection").await
+                    }
+                    Err(AttemptError::Retryable(status, why)) => (status, why),
+                };
+                let deadline_left = self.deadline.is_none_or(|d| Instant::now() < d);
+                let allowed = match status {
+                    // Connect failures sent nothing: safe for any method.
+                    0 => policy.on_connect,
+                    502 => policy.on_reset && self.plan.idempotent,
+                    504 => policy.on_timeout && self.plan.idempotent,
+                    s => policy.on_statuses.contains(&s) && self.plan.idempotent,
+                };
+                // A failed connect sent nothing: even a streamed body is still unread. Refused
+                // connects cost the upstream nothing, so they do not spend the budget, which
+                // exists to keep retries from piling load on a sick server.
+                if allowed
+                    && deadline_left
+                    && tries.attempts < policy.attempts
+                    && (self.resendable || status == 0)
+                    && (status == 0 || budget.try_spend())
+                {
+                    continue;
                 }
+                let status = if status == 0 { 502 } else { status };
+                return self.fail(status, why).await;
             }
         }
     }
@@ -209,138 +398,8 @@ impl Exchange<'_> {
         local_error(self.client, self.cw, self.out, status, why).await
     }
 
-    /// One try against `server`. `Ok` means the client got a response.
-    async fn attempt(
-        &mut self,
-        server: usize,
-        may_retry_status: bool,
-        allow_pooled: bool,
-    ) -> Result<Next, AttemptError> {
-        let cluster = self.cluster;
-        let cfg = &cluster.cfg;
-        // A stale pooled connection is only harmless when the request can be sent again.
-        let verify = !(self.plan.idempotent && self.resendable);
-        let mut conn = match cluster
-            .connect(server, allow_pooled, verify, &self.state.worker.watchdog)
-            .await
-        {
-            Ok(c) => c,
-            Err(ConnectError::Saturated) => {
-                return Err(AttemptError::Retryable(0, "upstream at capacity"))
-            }
-            Err(ConnectError::Timeout) => {
-                cluster.record(server, Outcome::Failure);
-                return Err(AttemptError::Retryable(0, "upstream connect timed out"));
-            }
-            Err(ConnectError::Refused(_)) => {
-                cluster.record(server, Outcome::Failure);
-                return Err(AttemptError::Retryable(0, "upstream connect failed"));
-            }
-        };
-        let sent_at = cluster.tracks_latency.then(std::time::Instant::now);
-        conn.watch.arm(cfg.body_timeout, Phase::Write);
-        // Kept for a resend; awaited here rather than through a helper, one nested future
-        // (one cache miss per poll at high concurrency) fewer.
-        let (written, head) = conn.stream.write_all(std::mem::take(self.out)).await;
-        *self.out = head;
-        conn.watch.disarm();
-        if written.is_err() {
-            if conn.reused && self.resendable {
-                return Err(AttemptError::Stale);
-            }
-            cluster.record(server, Outcome::Failure);
-            return Err(AttemptError::Retryable(502, "upstream write failed"));
-        }
-        if self.body_left != Body::None {
-            if let Some((next, upstream_at_fault)) =
-                self.send_body(cfg.body_timeout, &mut conn).await
-            {
-                // Only the upstream's own failure counts toward its ejection: a client sending
-                // a broken or stalled body must not be able to eject servers.
-                if upstream_at_fault {
-                    cluster.record(server, Outcome::Failure);
-                }
-                return Err(AttemptError::Done(next));
-            }
-            self.body_left = Body::None;
-        }
-        self.ubuf.clear();
-        let keep_wanted = self.plan.keep_alive && !self.state.worker.draining.get();
-        let mut wait = cfg.response_timeout;
-        if let Some(d) = self.deadline {
-            wait = wait.min(d.saturating_duration_since(Instant::now()));
-        }
-        let retry_statuses = if may_retry_status {
-            &self.state.config.routes[self.plan.route].retry.on_statuses[..]
-        } else {
-            &[]
-        };
-        let resp = match read_response_head(
-            &mut self.ubuf,
-            &mut conn,
-            self.plan,
-            wait,
-            self.out,
-            keep_wanted,
-            retry_statuses,
-        )
-        .await
-        {
-            Ok(resp) => resp,
-            Err(HeadError::Empty) if conn.reused && self.resendable && self.plan.idempotent => {
-                return Err(AttemptError::Stale)
-            }
-            Err(HeadError::Empty) | Err(HeadError::Io) => {
-                cluster.record(server, Outcome::Failure);
-                return Err(AttemptError::Retryable(
-                    502,
-                    "upstream closed without a response",
-                ));
-            }
-            Err(HeadError::Timeout) => {
-                cluster.record(server, Outcome::Failure);
-                return Err(AttemptError::Retryable(504, "upstream response timed out"));
-            }
-            Err(HeadError::Bad(why)) => {
-                cluster.record(server, Outcome::Failure);
-                return Err(AttemptError::Done(self.fail(502, why).await));
-            }
-            Err(HeadError::RetryStatus(status)) => {
-                let rtt = sent_at.map(|t| t.elapsed()).unwrap_or_default();
-                cluster.record(server, Outcome::ServerError(rtt));
-                return Err(AttemptError::Retryable(
-                    status,
-                    "upstream answered with an error",
-                ));
-            }
-        };
-        let rtt = sent_at.map(|t| t.elapsed()).unwrap_or_default();
-        cluster.record(
-            server,
-            if resp.status >= 500 {
-                Outcome::ServerError(rtt)
-            } else {
-                Outcome::Success(rtt)
-            },
-        );
-        match self.relay_response(&mut conn, &resp).await {
-            Ok(()) => {
-                if resp.reusable && self.ubuf.is_empty() {
-                    cluster.checkin(conn);
-                }
-                Ok(if resp.keep {
-                    Next::KeepAlive
-                } else {
-                    Next::Close
-                })
-            }
-            // Head already sent: the only honest signal left is closing the client connection.
-            Err(_) => Ok(Next::Close),
-        }
-    }
-
     /// Writes the response head (already in `out`, or at the front of `ubuf`) and streams the
-    /// body to the client.
+    /// body to the client: every case but a verbatim head with its whole body at hand.
     async fn relay_response(
         &mut self,
         conn: &mut UpstreamConn,
@@ -477,109 +536,93 @@ impl Exchange<'_> {
     }
 }
 
-/// Reads the upstream's final (non-1xx) response head, consumes it from `ubuf` and writes the
-/// client's response head into `out` (which held the request until then, for a retry).
-async fn read_response_head(
+/// Parses the upstream's response head at the front of `ubuf`: `None` until it is complete.
+/// Interim heads (100 Continue, 103 Early Hints) are consumed and skipped: Ringway answers
+/// Expect itself. The final head is consumed too unless it goes to the client verbatim;
+/// otherwise the client's head is written into `out`, which held the request until then (for
+/// a retry).
+fn response_plan(
     ubuf: &mut ConnBuf,
-    conn: &mut UpstreamConn,
     plan: &Plan,
-    wait: Duration,
     out: &mut Vec<u8>,
     keep_wanted: bool,
     retry_statuses: &[u16],
-) -> Result<ResponsePlan, HeadError> {
-    let mut received_any = false;
+) -> Result<Option<ResponsePlan>, HeadError> {
     loop {
-        if !ubuf.is_empty() {
-            let mut slots = [MaybeUninit::uninit(); RESPONSE_HEADER_SLOTS];
-            match response::parse(
-                ubuf.data(),
-                &mut slots,
-                plan.head_request,
-                MAX_RESPONSE_HEAD,
-            ) {
-                Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
-                    // Interim responses (100 Continue, 103 Early Hints) are not relayed: Ringway
-                    // answers Expect itself.
-                    let n = head.head_len;
-                    ubuf.consume(n);
-                    continue;
-                }
-                Ok(Some(head)) if head.status == 101 => {
-                    return Err(HeadError::Bad("upstream switched protocols unasked"))
-                }
-                Ok(Some(head)) if retry_statuses.contains(&head.status) => {
-                    return Err(HeadError::RetryStatus(head.status))
-                }
-                Ok(Some(head)) => {
-                    let mut keep = keep_wanted;
-                    let (framing, encode) = match (head.body, head.close_delimited, plan.version) {
-                        (Body::Length(n), _, _) => (OutFraming::Length(n), Encode::Raw),
-                        (Body::Chunked, _, Version::Http11)
-                        | (Body::None, true, Version::Http11) => {
-                            (OutFraming::Chunked, Encode::Chunked)
-                        }
-                        // An HTTP/1.0 client cannot take chunked: the close delimits the body.
-                        (Body::Chunked, _, Version::Http10)
-                        | (Body::None, true, Version::Http10) => {
-                            keep = false;
-                            (OutFraming::Close, Encode::Raw)
-                        }
-                        (Body::None, false, _) => (OutFraming::NoBody, Encode::Raw),
-                    };
-                    let n = head.head_len;
-                    let verbatim = head.verbatim
-                        && plan.response_edits.is_none()
-                        && matches!(framing, OutFraming::Length(_) | OutFraming::NoBody);
-                    let mut verbatim_head = 0;
-                    if verbatim && keep && plan.version == Version::Http11 {
-                        // The common case: nothing to change, so nothing to copy either.
-                        verbatim_head = n;
-                    } else if verbatim {
-                        out.clear();
-                        out.extend_from_slice(&ubuf.data()[..n - 2]);
-                        out.extend_from_slice(connection_line(keep, plan.version));
-                        out.extend_from_slice(b"\r\n");
-                    } else {
-                        out.clear();
-                        write_response(
-                            out,
-                            &head,
-                            framing,
-                            keep,
-                            plan.version,
-                            plan.response_edits.as_deref(),
-                        );
-                    }
-                    let plan = ResponsePlan {
-                        status: head.status,
-                        body: head.body,
-                        framing,
-                        encode,
-                        reusable: head.reusable,
-                        keep,
-                        verbatim_head,
-                    };
-                    if verbatim_head == 0 {
-                        ubuf.consume(n);
-                    }
-                    return Ok(plan);
-                }
-                Ok(None) => {}
-                Err(e) => return Err(HeadError::Bad(e.0)),
-            }
+        if ubuf.is_empty() {
+            return Ok(None);
         }
-        // On timeout the connection is dropped, so both directions may be shut.
-        conn.watch.arm(wait, Phase::Write);
-        let res = ubuf.fill(&mut conn.stream, MAX_RESPONSE_HEAD).await;
-        conn.watch.disarm();
-        match res {
-            _ if conn.watch.fired() => return Err(HeadError::Timeout),
-            Ok(0) if !received_any => return Err(HeadError::Empty),
-            Ok(0) => return Err(HeadError::Bad("upstream closed inside the response head")),
-            Ok(_) => received_any = true,
-            Err(_) if !received_any => return Err(HeadError::Empty),
-            Err(_) => return Err(HeadError::Io),
+        let mut slots = [MaybeUninit::uninit(); RESPONSE_HEADER_SLOTS];
+        match response::parse(
+            ubuf.data(),
+            &mut slots,
+            plan.head_request,
+            MAX_RESPONSE_HEAD,
+        ) {
+            Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
+                let n = head.head_len;
+                ubuf.consume(n);
+            }
+            Ok(Some(head)) if head.status == 101 => {
+                return Err(HeadError::Bad("upstream switched protocols unasked"))
+            }
+            Ok(Some(head)) if retry_statuses.contains(&head.status) => {
+                return Err(HeadError::RetryStatus(head.status))
+            }
+            Ok(Some(head)) => {
+                let mut keep = keep_wanted;
+                let (framing, encode) = match (head.body, head.close_delimited, plan.version) {
+                    (Body::Length(n), _, _) => (OutFraming::Length(n), Encode::Raw),
+                    (Body::Chunked, _, Version::Http11) | (Body::None, true, Version::Http11) => {
+                        (OutFraming::Chunked, Encode::Chunked)
+                    }
+                    // An HTTP/1.0 client cannot take chunked: the close delimits the body.
+                    (Body::Chunked, _, Version::Http10) | (Body::None, true, Version::Http10) => {
+                        keep = false;
+                        (OutFraming::Close, Encode::Raw)
+                    }
+                    (Body::None, false, _) => (OutFraming::NoBody, Encode::Raw),
+                };
+                let n = head.head_len;
+                let verbatim = head.verbatim
+                    && plan.response_edits.is_none()
+                    && matches!(framing, OutFraming::Length(_) | OutFraming::NoBody);
+                let mut verbatim_head = 0;
+                if verbatim && keep && plan.version == Version::Http11 {
+                    // The common case: nothing to change, so nothing to copy either.
+                    verbatim_head = n;
+                } else if verbatim {
+                    out.clear();
+                    out.extend_from_slice(&ubuf.data()[..n - 2]);
+                    out.extend_from_slice(connection_line(keep, plan.version));
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    out.clear();
+                    write_response(
+                        out,
+                        &head,
+                        framing,
+                        keep,
+                        plan.version,
+                        plan.response_edits.as_deref(),
+                    );
+                }
+                let plan = ResponsePlan {
+                    status: head.status,
+                    body: head.body,
+                    framing,
+                    encode,
+                    reusable: head.reusable,
+                    keep,
+                    verbatim_head,
+                };
+                if verbatim_head == 0 {
+                    ubuf.consume(n);
+                }
+                return Ok(Some(plan));
+            }
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(HeadError::Bad(e.0)),
         }
     }
 }

@@ -78,59 +78,70 @@ enum HeadEnd {
 }
 
 /// Serves one client connection until it closes.
-pub async fn serve_client(cell: Rc<StateCell>, mut client: TcpStream, peer: SocketAddr) {
-    let worker = cell.get().worker.clone();
-    worker.connections.set(worker.connections.get() + 1);
-    let _ = client.set_nodelay(true);
-    // Declared after `client` so it is dropped first: no armed watch outlives its socket.
-    let watch = worker.watchdog.watch(client.as_raw_fd());
-    let info = ClientInfo::new(peer.ip());
-    // Small on purpose: an idle keep-alive connection holds only this buffer and its task;
-    // a larger head grows it on demand (up to http.max_head_size).
-    let mut rbuf = ConnBuf::with_capacity(INITIAL_READ_BUF);
-    let mut served: u64 = 0;
-    loop {
-        let next = match read_request(&cell, &mut client, &watch, &mut rbuf, served, &info).await {
-            Ok((state, plan, mut out)) => {
-                served += 1;
-                let _inflight = InflightGuard::new(&worker);
-                let mut next = match &plan.action {
-                    // Awaited here rather than inside `run`: every poll of a nested future
-                    // first reads its state tag, a cache miss per level at high concurrency.
-                    PlanAction::Forward(cluster) => {
-                        forward::in_frame(
-                            &state,
-                            *cluster,
-                            &mut client,
-                            &watch,
-                            &mut rbuf,
-                            &mut out,
-                            &plan,
-                        )
-                        .await
+#[allow(clippy::manual_async_fn)] // on purpose: see the first comment in the body
+pub fn serve_client(
+    cell: Rc<StateCell>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> {
+    // An async block, not an `async fn`: that would keep a second copy of its arguments (the
+    // socket alone is 80 bytes) in every connection's future.
+    async move {
+        let worker = cell.get().worker.clone();
+        worker.connections.set(worker.connections.get() + 1);
+        let _ = client.set_nodelay(true);
+        // Declared after `client` so it is dropped first: no armed watch outlives its socket.
+        let watch = worker.watchdog.watch(client.as_raw_fd());
+        let info = ClientInfo::new(peer.ip());
+        // Small on purpose: an idle keep-alive connection holds only this buffer and its task;
+        // a larger head grows it on demand (up to http.max_head_size).
+        let mut rbuf = ConnBuf::with_capacity(INITIAL_READ_BUF);
+        let mut served: u64 = 0;
+        loop {
+            // Taken apart in the `let`, so the result is not kept beside its parts while the
+            // exchange runs.
+            let (state, plan, mut out) =
+                match read_request(&cell, &mut client, &watch, &mut rbuf, served, &info).await {
+                    Ok(request) => request,
+                    Err(HeadEnd::Gone) => break,
+                    Err(HeadEnd::Reject(r)) => {
+                        let mut out = Vec::with_capacity(256);
+                        write_error(&mut out, r.status, r.reason, true);
+                        let send_timeout = cell.get().config.http.send_timeout;
+                        let _ = body::write(&mut client, &mut out, &watch, send_timeout).await;
+                        break;
                     }
-                    _ => run(&state, &mut client, &watch, &mut rbuf, &mut out, &plan).await,
                 };
-                worker.give_buf(out);
-                if served >= state.config.http.max_keepalive_requests {
-                    next = Next::Close;
+            served += 1;
+            let inflight = InflightGuard::new(&worker);
+            let next = match &plan.action {
+                // Awaited here rather than inside `run`: every poll of a nested future first
+                // reads its state tag, a cache miss per level at high concurrency.
+                PlanAction::Forward(cluster) => {
+                    forward::in_frame(
+                        &state,
+                        *cluster,
+                        &mut client,
+                        &watch,
+                        &mut rbuf,
+                        &mut out,
+                        &plan,
+                    )
+                    .await
                 }
-                next
+                _ => run(&state, &mut client, &watch, &mut rbuf, &mut out, &plan).await,
+            };
+            drop(inflight);
+            worker.give_buf(out);
+            if next == Next::Close
+                || served >= state.config.http.max_keepalive_requests
+                || worker.draining.get()
+            {
+                break;
             }
-            Err(HeadEnd::Gone) => Next::Close,
-            Err(HeadEnd::Reject(r)) => {
-                let mut out = Vec::with_capacity(256);
-                write_error(&mut out, r.status, r.reason, true);
-                let send_timeout = cell.get().config.http.send_timeout;
-                let _ = body::write(&mut client, &mut out, &watch, send_timeout).await;
-                Next::Close
-            }
-        };
-        if next == Next::Close || worker.draining.get() {
-            break;
         }
+        worker.connections.set(worker.connections.get() - 1);
     }
-    worker.connections.set(worker.connections.get() - 1);
 }
 
 async fn run(

@@ -52,6 +52,13 @@ impl Watch {
         self.deadline.set(0);
     }
 
+    /// The worker's coarse clock in milliseconds (as of the last sweep): cheap enough to stamp
+    /// every request with.
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// Whether the sweep ended an operation of this connection.
     #[inline]
     pub fn fired(&self) -> bool {
@@ -131,6 +138,11 @@ impl Watchdog {
             }
             true
         });
+    }
+
+    /// The clock its watches arm against, in milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     pub fn len(&self) -> usize {

@@ -99,7 +99,7 @@ async fn worker_main(
             ));
         }
         if ticks % TRIM_EVERY == 0 {
-            let now = Instant::now();
+            let now = ctx.watchdog.now_ms();
             for c in &current.get().clusters {
                 c.trim(now);
             }

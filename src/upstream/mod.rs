@@ -23,7 +23,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One server as this worker sees it.
 pub struct ServerState {
@@ -447,10 +447,11 @@ impl Cluster {
         }
     }
 
-    pub fn trim(&self, now: Instant) -> usize {
+    /// Closes a few connections idle past the idle timeout; `now_ms` is the worker's clock.
+    pub fn trim(&self, now_ms: u64) -> usize {
         self.servers
             .iter()
-            .map(|s| s.pool.borrow_mut().trim(now, self.cfg.idle_timeout))
+            .map(|s| s.pool.borrow_mut().trim(now_ms, self.cfg.idle_timeout))
             .sum()
     }
 

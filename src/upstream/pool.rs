@@ -6,12 +6,14 @@ use crate::deadline::Watch;
 use monoio::net::TcpStream;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Idle {
     stream: TcpStream,
     watch: Rc<Watch>,
-    since: Instant,
+    /// Checked in at this time of the worker's coarse clock: a clock read per request would
+    /// cost more than the rest of the check-in.
+    since_ms: u64,
 }
 
 pub struct Pool {
@@ -37,10 +39,11 @@ impl Pool {
     #[inline]
     pub fn checkin(&mut self, stream: TcpStream, watch: Rc<Watch>) {
         if self.idle.len() < self.max_idle {
+            let since_ms = watch.now_ms();
             self.idle.push_back(Idle {
                 stream,
                 watch,
-                since: Instant::now(),
+                since_ms,
             });
         }
     }
@@ -58,12 +61,14 @@ impl Pool {
 
     /// Closes connections idle longer than `idle_timeout`, oldest first, at most
     /// max(2, idle/32) per call so that a large pool drains over a few seconds.
-    pub fn trim(&mut self, now: Instant, idle_timeout: Duration) -> usize {
+    /// `now_ms` is the worker's coarse clock (see `Watchdog::now_ms`).
+    pub fn trim(&mut self, now_ms: u64, idle_timeout: Duration) -> usize {
+        let idle_ms = idle_timeout.as_millis() as u64;
         let budget = (self.idle.len() / 32).max(2);
         let mut closed = 0;
         while closed < budget {
             match self.idle.front() {
-                Some(i) if now.duration_since(i.since) >= idle_timeout => {
+                Some(i) if now_ms.saturating_sub(i.since_ms) >= idle_ms => {
                     self.idle.pop_front();
                     closed += 1;
                 }

@@ -118,10 +118,32 @@ pub struct ConnectionTokens<'a> {
     pub close: bool,
     pub keep_alive: bool,
     pub upgrade: bool,
-    names: [&'a str; 8],
-    count: usize,
-    /// More names than we keep: every listed name still has to go, so the caller refuses.
+    /// More names (or more Connection lines naming them) than we keep: every listed name
+    /// still has to go, so the caller refuses.
     pub overflow: bool,
+    names: u8,
+    lines: u8,
+    /// The Connection lines that name other headers, read again by `lists`. Only messages
+    /// that name extra hop-by-hop headers pay for that; a table of the names themselves cost
+    /// every message its zeroing and copies.
+    values: [&'a str; MAX_CONNECTION_LINES],
+}
+
+/// Most header names a Connection header may list.
+const MAX_CONNECTION_NAMES: u8 = 8;
+/// Most Connection lines listing header names.
+const MAX_CONNECTION_LINES: usize = 4;
+
+/// The options of a Connection value, blanks trimmed, empty ones skipped.
+fn options(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .map(|t| t.trim_matches([' ', '\t']))
+        .filter(|t| !t.is_empty())
+}
+
+fn is_persistence(option: &str) -> bool {
+    option.eq_ignore_ascii_case("close") || option.eq_ignore_ascii_case("keep-alive")
 }
 
 impl<'a> ConnectionTokens<'a> {
@@ -130,11 +152,8 @@ impl<'a> ConnectionTokens<'a> {
             self.overflow = true;
             return;
         };
-        for tok in value.split(',') {
-            let tok = tok.trim_matches([' ', '\t']);
-            if tok.is_empty() {
-                continue;
-            }
+        let mut named = false;
+        for tok in options(value) {
             if tok.eq_ignore_ascii_case("close") {
                 self.close = true;
             } else if tok.eq_ignore_ascii_case("keep-alive") {
@@ -143,27 +162,36 @@ impl<'a> ConnectionTokens<'a> {
                 if tok.eq_ignore_ascii_case("upgrade") {
                     self.upgrade = true;
                 }
-                if self.count < self.names.len() {
-                    self.names[self.count] = tok;
-                    self.count += 1;
-                } else {
-                    self.overflow = true;
-                }
+                named = true;
+                self.names = self.names.saturating_add(1);
             }
+        }
+        if named {
+            match self.values.get_mut(self.lines as usize) {
+                Some(slot) => {
+                    *slot = value;
+                    self.lines += 1;
+                }
+                None => self.overflow = true,
+            }
+        }
+        if self.names > MAX_CONNECTION_NAMES {
+            self.overflow = true;
         }
     }
 
     /// Whether `name` was listed in Connection (and so must not be forwarded).
     #[inline]
     pub fn lists(&self, name: &str) -> bool {
-        self.names[..self.count]
+        self.values[..self.lines as usize]
             .iter()
-            .any(|n| n.eq_ignore_ascii_case(name))
+            .flat_map(|v| options(v))
+            .any(|o| o.eq_ignore_ascii_case(name) && !is_persistence(o))
     }
 
     #[inline]
     pub fn has_names(&self) -> bool {
-        self.count > 0
+        self.names > 0
     }
 }
 
@@ -222,6 +250,28 @@ mod tests {
         t.add(b"keep-alive, X-Secret ,Upgrade");
         assert!(t.keep_alive && t.upgrade && !t.close);
         assert!(t.lists("x-secret"));
+        assert!(t.lists("upgrade"));
         assert!(!t.lists("x-other"));
+        assert!(!t.lists("keep-alive"));
+        t.add(b"close, x-second");
+        assert!(t.close && t.lists("X-Second") && t.lists("x-secret"));
+        assert!(!t.overflow);
+    }
+
+    #[test]
+    fn connection_tokens_past_the_limits_overflow() {
+        let mut names = ConnectionTokens::default();
+        names.add(b"a, b, c, d, e, f, g, h");
+        assert!(!names.overflow);
+        names.add(b"i");
+        assert!(names.overflow);
+        let mut lines = ConnectionTokens::default();
+        for _ in 0..MAX_CONNECTION_LINES {
+            lines.add(b"x-one");
+        }
+        lines.add(b"close");
+        assert!(!lines.overflow, "a line naming no header takes no slot");
+        lines.add(b"x-two");
+        assert!(lines.overflow);
     }
 }

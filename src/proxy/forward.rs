@@ -41,6 +41,19 @@ struct ResponsePlan {
     verbatim_head: usize,
 }
 
+impl ResponsePlan {
+    /// Bytes to send straight from the upstream buffer when the head goes out verbatim: the
+    /// head and the whole body behind it.
+    fn verbatim_len(&self) -> Option<u64> {
+        match self.framing {
+            _ if self.verbatim_head == 0 => None,
+            OutFraming::Length(n) => Some(self.verbatim_head as u64 + n),
+            OutFraming::NoBody => Some(self.verbatim_head as u64),
+            OutFraming::Chunked | OutFraming::Close => None,
+        }
+    }
+}
+
 enum HeadError {
     /// Closed or reset before a single byte of response: a stale pooled connection looks so.
     Empty,
@@ -315,17 +328,9 @@ impl<'a> Exchange<'a> {
                     );
 
                     // The response to the client. The common case, a head passed on as it came
-                    // with its whole body behind it in the buffer, is one write awaited here.
-                    let whole = match resp.framing {
-                        OutFraming::Length(n) if resp.verbatim_head > 0 => {
-                            Some(resp.verbatim_head as u64 + n)
-                        }
-                        OutFraming::NoBody if resp.verbatim_head > 0 => {
-                            Some(resp.verbatim_head as u64)
-                        }
-                        _ => None,
-                    }
-                    .filter(|n| self.ubuf.len() as u64 >= *n);
+                    // with its whole body behind it in the buffer, is one write: the step
+                    // `body::copy_length` would take, awaited here to save a nested future.
+                    let whole = resp.verbatim_len().filter(|n| self.ubuf.len() as u64 >= *n);
                     let relayed = match whole {
                         Some(n) => {
                             let n = n as usize;
@@ -413,16 +418,11 @@ impl<'a> Exchange<'a> {
             dst: self.cw,
         };
         let (client, ubuf, out) = (&mut *self.client, &mut self.ubuf, &mut *self.out);
+        // Head and body straight from the upstream buffer (the head was left in it).
+        if let Some(n) = resp.verbatim_len() {
+            return body::copy_length(&mut conn.stream, ubuf, client, n, &client_deadlines).await;
+        }
         match resp.framing {
-            // Head and body straight from the upstream buffer (the head was left in it).
-            OutFraming::NoBody | OutFraming::Length(_) if resp.verbatim_head > 0 => {
-                let body = match resp.framing {
-                    OutFraming::Length(n) => n,
-                    _ => 0,
-                };
-                let n = resp.verbatim_head as u64 + body;
-                body::copy_length(&mut conn.stream, ubuf, client, n, &client_deadlines).await
-            }
             OutFraming::NoBody => write_client(client, self.cw, out, http.send_timeout).await,
             OutFraming::Length(n) if ubuf.len() as u64 >= n => {
                 // The whole body is here: one write for head and body.

@@ -100,6 +100,8 @@ fn merges_three_and_reports_the_slow_one() {
     let u = users.last();
     assert_eq!(u.target, "/users/7");
     assert_eq!(u.header("x-consumer"), Some("acme"));
+    // And the client's address, as a forwarded request would.
+    assert_eq!(u.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(orders.last().target, "/orders?user=7&limit=5");
     // All three went out even though one never answered in time.
     recs.wait_for(1);

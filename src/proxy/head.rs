@@ -29,6 +29,11 @@ impl ClientInfo {
         }
     }
 
+    /// The whole `x-forwarded-for` line for a request that carried none of its own.
+    pub fn forwarded_for(&self) -> &[u8] {
+        self.forwarded_for.as_bytes()
+    }
+
     /// The client's address as text.
     pub fn ip(&self) -> &str {
         &self.forwarded_for[FORWARDED_FOR.len()..self.forwarded_for.len() - 2]
@@ -176,7 +181,7 @@ pub fn write_request(
     }
     if cfg.x_forwarded_for {
         if xff.n == 0 {
-            out.extend_from_slice(client.forwarded_for.as_bytes());
+            out.extend_from_slice(client.forwarded_for());
         } else {
             out.extend_from_slice(b"x-forwarded-for: ");
             xff.write_joined(out);

@@ -432,9 +432,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
                 h.extend_from_slice(upstream.name.as_bytes());
                 h.extend_from_slice(b"\r\n");
                 if state.config.proxy.x_forwarded_for {
-                    h.extend_from_slice(b"x-forwarded-for: ");
-                    h.extend_from_slice(info.ip().as_bytes());
-                    h.extend_from_slice(b"\r\n");
+                    h.extend_from_slice(info.forwarded_for());
                 }
                 if let (Some(idh), Some(id)) = (id_header, request_id) {
                     h.extend_from_slice(idh.as_bytes());

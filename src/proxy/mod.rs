@@ -18,6 +18,7 @@ use crate::http::status::write_error;
 use crate::http::Reject;
 use crate::route::strip_prefix;
 use crate::upstream::balance::stable_hash;
+use frame::OneOf;
 use head::{ClientInfo, UpstreamHead};
 use monoio::net::TcpStream;
 use state::{CoreState, InflightGuard, StateCell};
@@ -97,6 +98,7 @@ pub fn serve_client(
         // a larger head grows it on demand (up to http.max_head_size).
         let mut rbuf = ConnBuf::with_capacity(INITIAL_READ_BUF);
         let mut served: u64 = 0;
+        let mut rejected = None;
         loop {
             // Taken apart in the `let`, so the result is not kept beside its parts while the
             // exchange runs.
@@ -105,32 +107,38 @@ pub fn serve_client(
                     Ok(request) => request,
                     Err(HeadEnd::Gone) => break,
                     Err(HeadEnd::Reject(r)) => {
-                        let mut out = Vec::with_capacity(256);
-                        write_error(&mut out, r.status, r.reason, true);
-                        let send_timeout = cell.get().config.http.send_timeout;
-                        let _ = body::write(&mut client, &mut out, &watch, send_timeout).await;
+                        rejected = Some(r);
                         break;
                     }
                 };
             served += 1;
             let inflight = InflightGuard::new(&worker);
+            // Every answer runs in a pooled frame, awaited at this one point: the connection's
+            // own future, which an idle keep-alive connection holds, keeps room for its wait
+            // for the next request and a frame pointer, not for the largest answer.
             let next = match &plan.action {
-                // Awaited here rather than inside `run`: every poll of a nested future first
-                // reads its state tag, a cache miss per level at high concurrency.
-                PlanAction::Forward(cluster) => {
-                    forward::in_frame(
-                        &state,
-                        *cluster,
-                        &mut client,
-                        &watch,
-                        &mut rbuf,
-                        &mut out,
-                        &plan,
-                    )
-                    .await
-                }
-                _ => run(&state, &mut client, &watch, &mut rbuf, &mut out, &plan).await,
-            };
+                // Forwarding is framed by `in_frame` directly rather than through `run`: every
+                // poll of a nested future first reads its state tag, a cache miss per level at
+                // high concurrency.
+                PlanAction::Forward(cluster) => OneOf::First(forward::in_frame(
+                    &state,
+                    *cluster,
+                    &mut client,
+                    &watch,
+                    &mut rbuf,
+                    &mut out,
+                    &plan,
+                )),
+                _ => OneOf::Second(worker.frames.frame(run(
+                    &state,
+                    &mut client,
+                    &watch,
+                    &mut rbuf,
+                    &mut out,
+                    &plan,
+                ))),
+            }
+            .await;
             drop(inflight);
             worker.give_buf(out);
             if next == Next::Close
@@ -139,6 +147,15 @@ pub fn serve_client(
             {
                 break;
             }
+        }
+        if let Some(r) = rejected {
+            let mut out = Vec::with_capacity(256);
+            write_error(&mut out, r.status, r.reason, true);
+            let send_timeout = cell.get().config.http.send_timeout;
+            let _ = worker
+                .frames
+                .frame(body::write(&mut client, &mut out, &watch, send_timeout))
+                .await;
         }
         worker.connections.set(worker.connections.get() - 1);
     }

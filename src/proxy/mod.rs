@@ -86,14 +86,15 @@ pub fn serve_client(
     peer: SocketAddr,
 ) -> impl std::future::Future<Output = ()> {
     // An async block, not an `async fn`: that would keep a second copy of its arguments (the
-    // socket alone is 80 bytes) in every connection's future.
+    // socket alone is 80 bytes) in every connection's future. The peer address is rendered
+    // here, before it, so the future does not carry the address beside its rendering.
+    let info = ClientInfo::new(peer.ip());
     async move {
         let worker = cell.get().worker.clone();
         worker.connections.set(worker.connections.get() + 1);
         let _ = client.set_nodelay(true);
         // Declared after `client` so it is dropped first: no armed watch outlives its socket.
         let watch = worker.watchdog.watch(client.as_raw_fd());
-        let info = ClientInfo::new(peer.ip());
         // Small on purpose: an idle keep-alive connection holds only this buffer and its task;
         // a larger head grows it on demand (up to http.max_head_size).
         let mut rbuf = ConnBuf::with_capacity(INITIAL_READ_BUF);
@@ -284,69 +285,72 @@ fn discard_buffered_body(rbuf: &mut ConnBuf, body: Body) -> bool {
 /// The output buffer (holding the upstream head for a
 /// forwarded request) is taken from the worker's free list only now, so idle connections
 /// hold none.
-async fn read_request(
-    cell: &StateCell,
-    client: &mut TcpStream,
-    cw: &Watch,
-    rbuf: &mut ConnBuf,
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice (see `serve_client`)
+fn read_request<'a>(
+    cell: &'a StateCell,
+    client: &'a mut TcpStream,
+    cw: &'a Watch,
+    rbuf: &'a mut ConnBuf,
     served: u64,
-    info: &ClientInfo,
-) -> Result<(Rc<CoreState>, Plan, Vec<u8>), HeadEnd> {
-    // The state is taken when bytes are there to parse, so a request that arrives after a
-    // reload is served by the new config even on an old keep-alive connection.
-    let mut state = cell.get();
-    let mut head_started = false;
-    loop {
-        let http = &state.config.http;
-        if !rbuf.is_empty() {
-            let mut slots = [MaybeUninit::uninit(); MAX_HEADER_SLOTS];
-            let n = http.max_headers.min(MAX_HEADER_SLOTS);
-            match request::parse(rbuf.data(), &mut slots[..n], &state.limits) {
-                Ok(Some(head)) => {
-                    cw.disarm();
-                    let len = head.head_len;
-                    let mut out = state.worker.take_buf(4096);
-                    let mut plan = plan(&state, &head, &mut out, info);
-                    // The last request a connection may carry says so in its response.
-                    if served + 1 >= http.max_keepalive_requests {
-                        plan.keep_alive = false;
+    info: &'a ClientInfo,
+) -> impl std::future::Future<Output = Result<(Rc<CoreState>, Plan, Vec<u8>), HeadEnd>> + 'a {
+    async move {
+        // The state is taken when bytes are there to parse, so a request that arrives after a
+        // reload is served by the new config even on an old keep-alive connection.
+        let mut state = cell.get();
+        let mut head_started = false;
+        loop {
+            let http = &state.config.http;
+            if !rbuf.is_empty() {
+                let mut slots = [MaybeUninit::uninit(); MAX_HEADER_SLOTS];
+                let n = http.max_headers.min(MAX_HEADER_SLOTS);
+                match request::parse(rbuf.data(), &mut slots[..n], &state.limits) {
+                    Ok(Some(head)) => {
+                        cw.disarm();
+                        let len = head.head_len;
+                        let mut out = state.worker.take_buf(4096);
+                        let mut plan = plan(&state, &head, &mut out, info);
+                        // The last request a connection may carry says so in its response.
+                        if served + 1 >= http.max_keepalive_requests {
+                            plan.keep_alive = false;
+                        }
+                        rbuf.consume(len);
+                        return Ok((state, plan, out));
                     }
-                    rbuf.consume(len);
-                    return Ok((state, plan, out));
+                    Ok(None) => {}
+                    Err(r) => {
+                        cw.disarm();
+                        return Err(HeadEnd::Reject(r));
+                    }
                 }
-                Ok(None) => {}
-                Err(r) => {
+                // The first byte of a head starts its deadline: a slow sender gets the whole head's
+                // time, not a fresh wait per byte.
+                if !head_started {
+                    head_started = true;
+                    cw.arm(http.header_timeout, Phase::Read);
+                }
+            } else if !head_started {
+                let idle = if served == 0 {
+                    http.header_timeout
+                } else {
+                    http.keepalive_timeout
+                };
+                cw.arm(idle, Phase::Read);
+            }
+            let res = rbuf.fill(client, http.max_head_size).await;
+            match res {
+                // The deadline shut the read side: an idle connection just closes, a half-sent
+                // head gets its 408 (the write side still works).
+                _ if cw.fired() && rbuf.is_empty() => return Err(HeadEnd::Gone),
+                _ if cw.fired() => {
+                    return Err(HeadEnd::Reject(Reject::new(408, "request head timed out")))
+                }
+                Ok(0) | Err(_) => {
                     cw.disarm();
-                    return Err(HeadEnd::Reject(r));
+                    return Err(HeadEnd::Gone);
                 }
+                Ok(_) => state = cell.get(),
             }
-            // The first byte of a head starts its deadline: a slow sender gets the whole head's
-            // time, not a fresh wait per byte.
-            if !head_started {
-                head_started = true;
-                cw.arm(http.header_timeout, Phase::Read);
-            }
-        } else if !head_started {
-            let idle = if served == 0 {
-                http.header_timeout
-            } else {
-                http.keepalive_timeout
-            };
-            cw.arm(idle, Phase::Read);
-        }
-        let res = rbuf.fill(client, http.max_head_size).await;
-        match res {
-            // The deadline shut the read side: an idle connection just closes, a half-sent
-            // head gets its 408 (the write side still works).
-            _ if cw.fired() && rbuf.is_empty() => return Err(HeadEnd::Gone),
-            _ if cw.fired() => {
-                return Err(HeadEnd::Reject(Reject::new(408, "request head timed out")))
-            }
-            Ok(0) | Err(_) => {
-                cw.disarm();
-                return Err(HeadEnd::Gone);
-            }
-            Ok(_) => state = cell.get(),
         }
     }
 }

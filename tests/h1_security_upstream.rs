@@ -193,3 +193,66 @@ fn upstream_response_is_normalised_for_the_client() {
         "HTTP/1.1 200 Fine\r\nX-Z: 1\r\nX-A: 2\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     );
 }
+
+/// A response larger than the upstream read buffer (16 KiB) but small enough to be read whole
+/// before it is passed on, arriving in two pieces: the client gets it intact, twice over one
+/// keep-alive connection on one upstream connection.
+#[test]
+fn a_small_response_in_pieces_is_relayed_whole() {
+    let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let sent = body.clone();
+    let up = Upstream::spawn(move |c| {
+        while c.read_request().is_some() {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", sent.len());
+            c.stream.write_all(head.as_bytes()).unwrap();
+            c.stream.write_all(&sent[..17_000]).unwrap();
+            // A slow upstream: the rest comes after the proxy has had the first piece.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            c.stream.write_all(&sent[17_000..]).unwrap();
+        }
+    });
+    let rw = Ringway::start(&config(up.addr, "", ""));
+    let mut c = Client::new(rw.addr);
+    for path in ["/a", "/b"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.response().expect("an answer");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body == body,
+            "{path}: body differs ({} bytes)",
+            r.body.len()
+        );
+    }
+    assert_eq!(up.accepted(), 1, "the upstream connection was reused");
+}
+
+/// The same response cut short by the upstream: the client gets the head and the bytes that
+/// came, then the connection closes, never hangs and never sees a complete response.
+#[test]
+fn a_small_response_cut_short_closes_the_client_connection() {
+    let up = Upstream::spawn(|c| {
+        if c.read_request().is_some() {
+            let _ = c
+                .stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20000\r\n\r\n");
+            let _ = c.stream.write_all(&[b'x'; 5_000]);
+        }
+        // Returning closes the connection inside the body.
+    });
+    let rw = Ringway::start(&config(up.addr, "", ""));
+    let mut c = Client::new(rw.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut got = Vec::new();
+    match std::io::Read::read_to_end(&mut c.stream, &mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("no close within the deadline: {e}"),
+    }
+    let end = find(&got, b"\r\n\r\n").expect("a response head") + 4;
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 "),
+        "{:?}",
+        String::from_utf8_lossy(&got[..end])
+    );
+    assert_eq!(got.len() - end, 5_000, "the bytes that came, and no more");
+}

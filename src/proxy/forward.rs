@@ -21,6 +21,10 @@ use std::time::Duration;
 
 /// Upstream response heads larger than this are refused (502).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Responses (head and body) up to this size are read whole before they go to the client, in
+/// one write. The upstream buffer grows to hold them (to at most 64 KiB, which the worker's free
+/// list still keeps); larger bodies stream through the buffer as it is.
+const BUFFER_WHOLE: u64 = 32 * 1024;
 const RESPONSE_HEADER_SLOTS: usize = 128;
 /// How long an error answer may take to leave before the connection is dropped anyway.
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +43,24 @@ struct ResponsePlan {
     /// When not 0: the upstream's head (this many bytes) is still at the front of the upstream
     /// buffer and goes to the client as is, together with the body, without a copy.
     verbatim_head: usize,
+}
+
+/// Reads until `ubuf` holds `n` bytes when `n` is at most `BUFFER_WHOLE`, so that a small
+/// response leaves in one write: a second send costs a second transmission, far more than
+/// holding the body (nginx buffers responses as well). A failed read stops it early; the relay
+/// that follows meets the failure and reports it.
+async fn read_whole(conn: &mut UpstreamConn, ubuf: &mut ConnBuf, n: u64, timeout: Duration) {
+    if n > BUFFER_WHOLE {
+        return;
+    }
+    while (ubuf.len() as u64) < n {
+        conn.watch.arm(timeout, Phase::Write);
+        let res = ubuf.fill(&mut conn.stream, n as usize).await;
+        conn.watch.disarm();
+        if !matches!(res, Ok(k) if k > 0) {
+            return;
+        }
+    }
 }
 
 impl ResponsePlan {
@@ -330,6 +352,14 @@ impl<'a> Exchange<'a> {
                     // The response to the client. The common case, a head passed on as it came
                     // with its whole body behind it in the buffer, is one write: the step
                     // `body::copy_length` would take, awaited here to save a nested future.
+                    // A small response not all here yet is read in full first, so it too
+                    // leaves in one write; on a failed read `relay_response` reports it.
+                    if let Some(n) = resp
+                        .verbatim_len()
+                        .filter(|n| (self.ubuf.len() as u64) < *n)
+                    {
+                        read_whole(&mut conn, &mut self.ubuf, n, cfg.body_timeout).await;
+                    }
                     let whole = resp.verbatim_len().filter(|n| self.ubuf.len() as u64 >= *n);
                     let relayed = match whole {
                         Some(n) => {
@@ -410,6 +440,12 @@ impl<'a> Exchange<'a> {
         conn: &mut UpstreamConn,
         resp: &ResponsePlan,
     ) -> Result<(), BodyError> {
+        match resp.framing {
+            OutFraming::Length(n) if (self.ubuf.len() as u64) < n => {
+                read_whole(conn, &mut self.ubuf, n, self.cluster.cfg.body_timeout).await;
+            }
+            _ => {}
+        }
         let http = &self.state.config.http;
         let client_deadlines = Deadlines {
             read: self.cluster.cfg.body_timeout,

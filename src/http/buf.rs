@@ -29,6 +29,10 @@ impl ConnBuf {
         self.buf.len() - self.pos
     }
 
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -41,6 +45,14 @@ impl ConnBuf {
         if self.pos >= self.buf.len() {
             self.buf.clear();
             self.pos = 0;
+        }
+    }
+
+    /// Makes room for `total` unconsumed bytes in all, so that the next reads may be that large.
+    pub fn reserve_total(&mut self, total: usize) {
+        let have = self.buf.capacity() - self.pos;
+        if have < total {
+            self.buf.reserve(total - (self.buf.len() - self.pos));
         }
     }
 
@@ -113,4 +125,29 @@ pub async fn write_all_keep<W: AsyncWriteRent>(w: &mut W, out: &mut Vec<u8>) -> 
     let (res, buf) = w.write_all(buf).await;
     *out = buf;
     res.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `reserve_total` makes room for that many unconsumed bytes in all, counting the ones
+    /// already held, and never shrinks.
+    #[test]
+    fn reserve_total_counts_unconsumed_bytes() {
+        let mut b = ConnBuf::with_capacity(1024);
+        b.reserve_total(64 * 1024);
+        assert!(b.capacity() >= 64 * 1024);
+        let mut v = Vec::with_capacity(100);
+        v.extend_from_slice(&[7u8; 100]);
+        let mut b = ConnBuf::from_vec(v);
+        b.buf.extend_from_slice(&[1u8; 100]);
+        b.consume(40);
+        b.reserve_total(1000);
+        assert!(b.capacity() - b.pos >= 1000);
+        assert_eq!(b.data(), &[1u8; 60][..]);
+        let cap = b.capacity();
+        b.reserve_total(10);
+        assert_eq!(b.capacity(), cap);
+    }
 }

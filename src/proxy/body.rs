@@ -116,6 +116,9 @@ pub async fn copy_length<S: AsyncReadRent, D: AsyncWriteRent>(
     mut n: u64,
     d: &Deadlines<'_>,
 ) -> Result<(), BodyError> {
+    // A long body moves in reads of up to STREAM_CHUNK: the buffer it starts with (16 KiB for
+    // a response) would take four times the reads, writes and wake-ups.
+    buf.reserve_total(n.min(STREAM_CHUNK as u64) as usize);
     while n > 0 {
         if buf.is_empty() {
             fill(s, buf, d).await?;

@@ -31,6 +31,9 @@ use std::rc::Rc;
 const MAX_HEADER_SLOTS: usize = 512;
 /// A client connection's first read buffer (nginx's client_header_buffer_size is 1 KiB).
 const INITIAL_READ_BUF: usize = 1024;
+/// A read buffer grown past this (by a large head, or an upload read in large pieces) is
+/// swapped for a fresh small one once empty between requests.
+const SHRINK_READ_BUF_ABOVE: usize = 4 * 1024;
 
 /// What the connection does after a response.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -142,6 +145,12 @@ pub fn serve_client(
             .await;
             drop(inflight);
             worker.give_buf(out);
+            // A large head or body grew the read buffer; an idle connection goes back to a
+            // small one, and the large one to the worker's free list.
+            if rbuf.is_empty() && rbuf.capacity() > SHRINK_READ_BUF_ABOVE {
+                let grown = std::mem::replace(&mut rbuf, ConnBuf::with_capacity(INITIAL_READ_BUF));
+                worker.give_buf(grown.into_vec());
+            }
             if next == Next::Close
                 || served >= state.config.http.max_keepalive_requests
                 || worker.draining.get()

@@ -64,9 +64,21 @@ pub struct Plan {
 enum PlanAction {
     /// Forward to this cluster; the upstream head is already in the output buffer.
     Forward(usize),
-    /// Answer with the static response of this route.
+    /// Answer from Ringway itself.
+    Answer(Answer),
+}
+
+impl From<Answer> for PlanAction {
+    fn from(a: Answer) -> Self {
+        PlanAction::Answer(a)
+    }
+}
+
+/// A request Ringway answers itself.
+enum Answer {
+    /// The static response of this route.
     Static(usize),
-    /// Answer with an error status, the connection may stay open.
+    /// An error status; the connection may stay open.
     Error(u16, &'static str),
     /// A gateway answer (401, 429, redirect, preflight...) is in the output buffer: head up to
     /// this length (no connection header, no blank line), then the body.
@@ -121,9 +133,9 @@ pub fn serve_client(
             // own future, which an idle keep-alive connection holds, keeps room for its wait
             // for the next request and a frame pointer, not for the largest answer.
             let next = match &plan.action {
-                // Forwarding is framed by `in_frame` directly rather than through `run`: every
-                // poll of a nested future first reads its state tag, a cache miss per level at
-                // high concurrency.
+                // Forwarding is framed by `in_frame` itself: the exchange is its frame's future
+                // directly, with no wrapper to poll (every poll of a nested future first reads
+                // its state tag, a cache miss per level at high concurrency).
                 PlanAction::Forward(cluster) => OneOf::First(forward::in_frame(
                     &state,
                     *cluster,
@@ -133,13 +145,14 @@ pub fn serve_client(
                     &mut out,
                     &plan,
                 )),
-                _ => OneOf::Second(worker.frames.frame(run(
+                PlanAction::Answer(a) => OneOf::Second(worker.frames.frame(answer(
                     &state,
                     &mut client,
                     &watch,
                     &mut rbuf,
                     &mut out,
                     &plan,
+                    a,
                 ))),
             }
             .await;
@@ -171,27 +184,25 @@ pub fn serve_client(
     }
 }
 
-async fn run(
+/// Answers a request from Ringway itself: static, error, gateway and aggregate answers.
+async fn answer(
     state: &CoreState,
     client: &mut TcpStream,
     cw: &Watch,
     rbuf: &mut ConnBuf,
     out: &mut Vec<u8>,
     plan: &Plan,
+    answer: &Answer,
 ) -> Next {
-    match &plan.action {
-        // `serve_client` awaits this itself; here only for completeness.
-        PlanAction::Forward(cluster) => {
-            forward::in_frame(state, *cluster, client, cw, rbuf, out, plan).await
-        }
-        PlanAction::Local(head_len) => {
+    match answer {
+        Answer::Local(head_len) => {
             let keep = plan.keep_alive
                 && discard_buffered_body(rbuf, plan.body)
                 && !state.worker.draining.get();
             terminate_local_head(out, *head_len, keep, plan.head_request);
             finish_local(state, client, cw, out, keep).await
         }
-        PlanAction::Aggregate(job) => {
+        Answer::Aggregate(job) => {
             let keep = plan.keep_alive
                 && discard_buffered_body(rbuf, plan.body)
                 && !state.worker.draining.get();
@@ -221,7 +232,7 @@ async fn run(
             terminate_local_head(out, head_len, keep, plan.head_request);
             finish_local(state, client, cw, out, keep).await
         }
-        PlanAction::Static(route) => {
+        Answer::Static(route) => {
             let route = *route;
             let keep = plan.keep_alive
                 && discard_buffered_body(rbuf, plan.body)
@@ -240,7 +251,7 @@ async fn run(
             }
             finish_local(state, client, cw, out, keep).await
         }
-        PlanAction::Error(status, why) => {
+        Answer::Error(status, why) => {
             let keep = plan.keep_alive
                 && discard_buffered_body(rbuf, plan.body)
                 && !state.worker.draining.get();
@@ -367,7 +378,7 @@ fn read_request<'a>(
 /// Routes the request and writes the upstream head into `out` when it is to be forwarded.
 fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &ClientInfo) -> Plan {
     let mut plan = Plan {
-        action: PlanAction::Error(404, "no route"),
+        action: Answer::Error(404, "no route").into(),
         route: 0,
         hash: 0,
         body: head.body,
@@ -389,7 +400,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
     plan.route = route_idx;
     if let Body::Length(n) = head.body {
         if n > route.max_body_size {
-            plan.action = PlanAction::Error(413, "request body too large");
+            plan.action = Answer::Error(413, "request body too large").into();
             return plan;
         }
     }
@@ -413,7 +424,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
     let id_header = state.config.proxy.request_id_header.as_deref();
     let mut passed = match gw.check(&req, id_header, |o| state.worker.push_request_id(o), out) {
         Outcome::Local { head_len } => {
-            plan.action = PlanAction::Local(head_len);
+            plan.action = Answer::Local(head_len).into();
             return plan;
         }
         Outcome::Pass(p) => p,
@@ -422,7 +433,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
     plan._limit_guard = passed.guard.take();
     let passed: &Passed = &passed;
     plan.action = match &route.action {
-        Action::Respond(_) => PlanAction::Static(route_idx),
+        Action::Respond(_) => Answer::Static(route_idx).into(),
         Action::Redirect(r) => {
             out.clear();
             let vars = gw.vars(&req, passed, id_header);
@@ -432,7 +443,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
                     o.extend_from_slice(&e.extra);
                 }
             });
-            PlanAction::Local(head_len)
+            Answer::Local(head_len).into()
         }
         Action::Aggregate(agg) => {
             let edits = gw.upstream_edits(gw.vars(&req, passed, id_header), passed);
@@ -477,10 +488,11 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
                 h.extend_from_slice(b"\r\n");
                 heads.push(h);
             }
-            PlanAction::Aggregate(Box::new(aggregate::Job {
+            Answer::Aggregate(Box::new(aggregate::Job {
                 route: route_idx,
                 heads,
             }))
+            .into()
         }
         Action::Forward(cluster) => {
             // The filters' target (credential parameter removed, or rewritten; a rewrite never
@@ -528,10 +540,10 @@ fn plain_action(
 ) -> PlanAction {
     let route = &state.config.routes[route_idx];
     match &route.action {
-        Action::Respond(_) => PlanAction::Static(route_idx),
+        Action::Respond(_) => Answer::Static(route_idx).into(),
         // Redirect and aggregate routes always have a RouteGateway; this is unreachable.
         Action::Redirect(_) | Action::Aggregate(_) => {
-            PlanAction::Error(500, "gateway route without filters")
+            Answer::Error(500, "gateway route without filters").into()
         }
         Action::Forward(cluster) => {
             forward_action(state, route, *cluster, head.path, head, out, info, None)

@@ -74,6 +74,16 @@ impl ResponsePlan {
             OutFraming::Chunked | OutFraming::Close => None,
         }
     }
+
+    /// Bytes the upstream buffer must hold for the response to leave in one write: the head
+    /// and body for a head passed on verbatim, the body alone for a rewritten head (it is in
+    /// the output buffer).
+    fn one_write_len(&self) -> Option<u64> {
+        match self.framing {
+            OutFraming::Length(n) if self.verbatim_head == 0 => Some(n),
+            _ => self.verbatim_len(),
+        }
+    }
 }
 
 enum HeadError {
@@ -355,7 +365,7 @@ impl<'a> Exchange<'a> {
                     // A small response not all here yet is read in full first, so it too
                     // leaves in one write; on a failed read `relay_response` reports it.
                     if let Some(n) = resp
-                        .verbatim_len()
+                        .one_write_len()
                         .filter(|n| (self.ubuf.len() as u64) < *n)
                     {
                         read_whole(&mut conn, &mut self.ubuf, n, cfg.body_timeout).await;
@@ -440,12 +450,6 @@ impl<'a> Exchange<'a> {
         conn: &mut UpstreamConn,
         resp: &ResponsePlan,
     ) -> Result<(), BodyError> {
-        match resp.framing {
-            OutFraming::Length(n) if (self.ubuf.len() as u64) < n => {
-                read_whole(conn, &mut self.ubuf, n, self.cluster.cfg.body_timeout).await;
-            }
-            _ => {}
-        }
         let http = &self.state.config.http;
         let client_deadlines = Deadlines {
             read: self.cluster.cfg.body_timeout,

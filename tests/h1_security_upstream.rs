@@ -195,33 +195,61 @@ fn upstream_response_is_normalised_for_the_client() {
 }
 
 /// A response larger than the upstream read buffer (16 KiB) but small enough to be read whole
-/// before it is passed on, arriving in two pieces: the client gets it intact, twice over one
-/// keep-alive connection on one upstream connection.
+/// before it is passed on (32 KiB), arriving in two pieces: nothing reaches the client until the
+/// second piece is in, then all of it does, in one write. Both for a head passed on as it came
+/// and for one Ringway rewrites (a hop-by-hop header to drop), over one client connection and
+/// one upstream connection.
 #[test]
-fn a_small_response_in_pieces_is_relayed_whole() {
+fn a_small_response_in_pieces_is_held_until_whole() {
+    use std::io::Read;
     let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     let sent = body.clone();
+    // The test says when the upstream may send the second piece.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
     let up = Upstream::spawn(move |c| {
-        while c.read_request().is_some() {
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", sent.len());
+        while let Some(req) = c.read_request() {
+            let hop = if req.target() == "/rewritten" {
+                "Keep-Alive: timeout=5\r\n"
+            } else {
+                ""
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\n{hop}Content-Length: {}\r\n\r\n",
+                sent.len()
+            );
             c.stream.write_all(head.as_bytes()).unwrap();
             c.stream.write_all(&sent[..17_000]).unwrap();
-            // A slow upstream: the rest comes after the proxy has had the first piece.
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            if wait.lock().unwrap().recv().is_err() {
+                return;
+            }
             c.stream.write_all(&sent[17_000..]).unwrap();
         }
     });
     let rw = Ringway::start(&config(up.addr, "", ""));
     let mut c = Client::new(rw.addr);
-    for path in ["/a", "/b"] {
+    for path in ["/verbatim", "/rewritten"] {
         c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        // The first piece is at the proxy, which holds it: not a byte reaches the client.
+        c.stream
+            .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+        let mut one = [0u8; 1];
+        let early = c.stream.read(&mut one);
+        assert!(
+            matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "{path}: the client got bytes before the response was whole: {early:?}"
+        );
+        c.stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        go.send(()).unwrap();
         let r = c.response().expect("an answer");
-        assert_eq!(r.status, 200);
+        assert_eq!(r.status, 200, "{path}");
         assert!(
             r.body == body,
             "{path}: body differs ({} bytes)",
             r.body.len()
         );
+        assert_eq!(r.header("keep-alive"), None, "{path}");
     }
     assert_eq!(up.accepted(), 1, "the upstream connection was reused");
 }

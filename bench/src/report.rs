@@ -348,8 +348,8 @@ pub fn markdown(
         let _ = writeln!(o, "| cell | proxy | conns held | errors | RSS after MiB | bytes per connection (median [min–max]) |");
         let _ = writeln!(o, "|---|---|---|---|---|---|");
         for c in idle {
-            // The floor sits out this cell (see `run_cell`).
-            for p in c.proxies.iter().filter(|p| p.proxy != ProxyKind::Floor) {
+            // A proxy that sat out the cell (the floor, see `run_cell`) has no row.
+            for p in c.proxies.iter().filter(|p| p.runs_ok + p.runs_failed > 0) {
                 if p.runs_ok == 0 {
                     let _ = writeln!(
                         o,

@@ -71,6 +71,13 @@ impl ConnBuf {
         self.pos = 0;
     }
 
+    /// Frees the memory of an empty buffer; the next `fill` (or `reserve_total`) allocates anew.
+    pub fn release(&mut self) {
+        debug_assert!(self.is_empty());
+        self.buf = Vec::new();
+        self.pos = 0;
+    }
+
     /// Reads once more from `r`, appending. Never grows the buffer past `limit` bytes of unconsumed
     /// data. Returns the number of bytes read; 0 means end of stream (or a full buffer, which the
     /// caller sees as `len() >= limit`).

@@ -34,6 +34,9 @@ const INITIAL_READ_BUF: usize = 1024;
 /// A read buffer grown past this (by a large head, or an upload read in large pieces) is
 /// swapped for a fresh small one once empty between requests.
 const SHRINK_READ_BUF_ABOVE: usize = 4 * 1024;
+/// A keep-alive wait at least this long marks the connection as one that idles: its next wait
+/// frees the read buffer and waits for readability first (see `read_request`).
+const LEAN_AFTER_MS: u32 = 100;
 
 /// What the connection does after a response.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -87,6 +90,14 @@ enum Answer {
     Aggregate(Box<aggregate::Job>),
 }
 
+/// Where a client connection stands between requests.
+struct KeepAlive {
+    /// Requests read so far (saturating: a limit past 4 billion is no limit).
+    served: u32,
+    /// The next keep-alive wait frees the read buffer first (see `read_request`).
+    lean: bool,
+}
+
 enum HeadEnd {
     /// Closed, reset or idle too long between requests: nothing to answer.
     Gone,
@@ -113,13 +124,18 @@ pub fn serve_client(
         // Small on purpose: an idle keep-alive connection holds only this buffer and its task;
         // a larger head grows it on demand (up to http.max_head_size).
         let mut rbuf = ConnBuf::with_capacity(INITIAL_READ_BUF);
-        let mut served: u64 = 0;
+        // The first keep-alive wait is lean, so a client that sends one request and stays
+        // connected (a browser's spare connection) costs only its task while it waits.
+        let mut ka = KeepAlive {
+            served: 0,
+            lean: true,
+        };
         let mut rejected = None;
         loop {
             // Taken apart in the `let`, so the result is not kept beside its parts while the
             // exchange runs.
             let (state, plan, mut out) =
-                match read_request(&cell, &mut client, &watch, &mut rbuf, served, &info).await {
+                match read_request(&cell, &mut client, &watch, &mut rbuf, &mut ka, &info).await {
                     Ok(request) => request,
                     Err(HeadEnd::Gone) => break,
                     Err(HeadEnd::Reject(r)) => {
@@ -127,7 +143,7 @@ pub fn serve_client(
                         break;
                     }
                 };
-            served += 1;
+            ka.served = ka.served.saturating_add(1);
             let inflight = InflightGuard::new(&worker);
             // Every answer runs in a pooled frame, awaited at this one point: the connection's
             // own future, which an idle keep-alive connection holds, keeps room for its wait
@@ -165,7 +181,7 @@ pub fn serve_client(
                 worker.give_buf(grown.into_vec());
             }
             if next == Next::Close
-                || served >= state.config.http.max_keepalive_requests
+                || u64::from(ka.served) >= state.config.http.max_keepalive_requests
                 || worker.draining.get()
             {
                 break;
@@ -305,13 +321,19 @@ fn discard_buffered_body(rbuf: &mut ConnBuf, body: Body) -> bool {
 /// The output buffer (holding the upstream head for a
 /// forwarded request) is taken from the worker's free list only now, so idle connections
 /// hold none.
+///
+/// A keep-alive wait reads straight into the connection's buffer, one operation, unless
+/// `ka.lean`: then the buffer is freed and the wait is for readability first, one operation
+/// more, as nginx waits. `lean` is set by how long the wait before took (`LEAN_AFTER_MS`), so
+/// a busy connection pays nothing and an idling one holds no buffer. A pending read cannot
+/// simply be cancelled instead: bytes it received in the meantime would be lost.
 #[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice (see `serve_client`)
 fn read_request<'a>(
     cell: &'a StateCell,
     client: &'a mut TcpStream,
     cw: &'a Watch,
     rbuf: &'a mut ConnBuf,
-    served: u64,
+    ka: &'a mut KeepAlive,
     info: &'a ClientInfo,
 ) -> impl std::future::Future<Output = Result<(Rc<CoreState>, Plan, Vec<u8>), HeadEnd>> + 'a {
     async move {
@@ -319,6 +341,9 @@ fn read_request<'a>(
         // reload is served by the new config even on an old keep-alive connection.
         let mut state = cell.get();
         let mut head_started = false;
+        // When the keep-alive wait began, on the worker's coarse clock (wrapping, never 0); 0
+        // when not in one. Not an Option<u64>: this lives in every idle connection's future.
+        let mut waiting_since = 0u32;
         loop {
             let http = &state.config.http;
             if !rbuf.is_empty() {
@@ -331,7 +356,7 @@ fn read_request<'a>(
                         let mut out = state.worker.take_buf(4096);
                         let mut plan = plan(&state, &head, &mut out, info);
                         // The last request a connection may carry says so in its response.
-                        if served + 1 >= http.max_keepalive_requests {
+                        if u64::from(ka.served) + 1 >= http.max_keepalive_requests {
                             plan.keep_alive = false;
                         }
                         rbuf.consume(len);
@@ -350,14 +375,30 @@ fn read_request<'a>(
                     cw.arm(http.header_timeout, Phase::Read);
                 }
             } else if !head_started {
-                let idle = if served == 0 {
+                let idle = if ka.served == 0 {
                     http.header_timeout
                 } else {
                     http.keepalive_timeout
                 };
                 cw.arm(idle, Phase::Read);
+                if ka.served > 0 {
+                    waiting_since = (cw.now_ms() as u32).max(1);
+                    if ka.lean {
+                        rbuf.release();
+                        // Any outcome (ready, shut down by the deadline, an error) is for the
+                        // read below to meet; a spurious wake-up just reads as usual. (On the
+                        // legacy epoll driver the wait may return at once on cached readiness,
+                        // so the saving is io_uring's.)
+                        let _ = client.readable(true).await;
+                        rbuf.reserve_total(INITIAL_READ_BUF);
+                    }
+                }
             }
             let res = rbuf.fill(client, http.max_head_size).await;
+            if waiting_since != 0 {
+                ka.lean = (cw.now_ms() as u32).wrapping_sub(waiting_since) >= LEAN_AFTER_MS;
+                waiting_since = 0;
+            }
             match res {
                 // The deadline shut the read side: an idle connection just closes, a half-sent
                 // head gets its 408 (the write side still works).
@@ -634,8 +675,11 @@ mod size_tests {
             let f = super::serve_client(cell, c, addr);
             // Every idle keep-alive connection holds this future: every answer runs in a frame
             // of its own (proxy/frame.rs) so its state stays out of it (3.4 KB once, 992 bytes
-            // before the answers were all framed). 456 bytes in a release build today.
+            // before the answers were all framed). 464 bytes in a release build today, which
+            // puts monoio's task cell (the future plus 48 bytes) at exactly mimalloc's 512-byte
+            // size class; a few bytes more cost every connection 128.
             let size = std::mem::size_of_val(&f);
+            eprintln!("serve_client future: {size} bytes");
             assert!(size <= 640, "serve_client future grew to {size} bytes");
         });
     }

@@ -36,7 +36,7 @@ const INITIAL_READ_BUF: usize = 1024;
 const SHRINK_READ_BUF_ABOVE: usize = 4 * 1024;
 /// A keep-alive wait at least this long marks the connection as one that idles: its next wait
 /// frees the read buffer and waits for readability first (see `read_request`).
-const LEAN_AFTER_MS: u32 = 100;
+const LEAN_AFTER_MS: u32 = 1000;
 
 /// What the connection does after a response.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -163,3 +163,72 @@ fn dead_server_is_skipped_without_failing_a_connection() {
     }
     assert_eq!(na.load(Ordering::SeqCst) + nb.load(Ordering::SeqCst), 20);
 }
+
+/// A relayed connection that goes quiet gives its buffers back: the watchdog cancels both
+/// pending reads after a second without traffic, and each direction then waits for readability
+/// with no buffer. Traffic in either direction after such a spell, server first or client
+/// first, must come through whole, cycle after cycle.
+#[test]
+fn a_quiet_connection_relays_whatever_comes_after_the_quiet() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap();
+    let (go, push) = mpsc::channel::<Vec<u8>>();
+    // The server echoes whatever it reads, and writes on its own when the test says so.
+    let server = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut w = s.try_clone().unwrap();
+        thread::spawn(move || {
+            for msg in push {
+                w.write_all(&msg).unwrap();
+            }
+        });
+        let mut r = s;
+        let mut echo = r.try_clone().unwrap();
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            echo.write_all(&buf[..n]).unwrap();
+        }
+    });
+    // A short body_timeout makes the relay's watchdog look every 500 ms; the quiet threshold
+    // is one second.
+    let cfg = l4_config(&[up]).replace(
+        "balance = \"round_robin\"",
+        "balance = \"round_robin\"\nbody_timeout = \"2s\"",
+    );
+    let rw = Ringway::start(&cfg, 2);
+    let mut c = TcpStream::connect(rw.listener(1)).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    let expect = |c: &mut TcpStream, want: &[u8]| {
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).unwrap();
+        assert!(got == want, "relayed bytes differ");
+    };
+    // The quiet spell is the input here, not a synchronisation: it must outlast the threshold
+    // and a watchdog step, but stay under body_timeout, which would end the relay.
+    let quiet = || thread::sleep(std::time::Duration::from_millis(1700));
+    for round in 0..2u8 {
+        c.write_all(b"hello").unwrap();
+        expect(&mut c, b"hello");
+        quiet();
+        // The server speaks first after the quiet.
+        let pushed: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8 ^ round).collect();
+        go.send(pushed.clone()).unwrap();
+        expect(&mut c, &pushed);
+        quiet();
+        // Then the client: more than one buffer's worth, echoed back.
+        let sent: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8 ^ round).collect();
+        c.write_all(&sent).unwrap();
+        expect(&mut c, &sent);
+    }
+    // The client's EOF reaches the server, which ends; its close comes back as ours.
+    drop(go);
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    server.join().unwrap();
+}

@@ -1,19 +1,25 @@
 //! L4 TCP proxying: a `protocol = "tcp"` listener relays each connection to a server of its
 //! upstream (same balancing, health, ejection and limits as HTTP), copying bytes both ways with
-//! io_uring reads and writes through one buffer per direction, and passing half-closes on.
+//! io_uring reads and writes through one buffer per direction, held only while bytes flow, and
+//! passing half-closes on.
 
 use crate::deadline::Watchdog;
-use crate::proxy::state::CoreState;
+use crate::proxy::state::{CoreState, WorkerCtx};
 use crate::upstream::balance::stable_hash;
 use crate::upstream::{Cluster, ConnectError, Outcome};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::io::{
+    AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Splitable,
+};
+use monoio::net::tcp::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
 use monoio::net::TcpStream;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const RELAY_BUF: usize = 32 * 1024;
+/// After this long without a byte either way, a relayed connection gives its buffers back.
+const LEAN_AFTER: Duration = Duration::from_secs(1);
 /// Servers tried before giving up on a connection.
 const CONNECT_ATTEMPTS: u32 = 3;
 
@@ -34,7 +40,7 @@ pub async fn serve_tcp(
     };
     if let Some((upstream, _inflight)) = connect(cluster, hash, &worker.watchdog).await {
         let _ = client.set_nodelay(true);
-        relay(client, upstream, cluster.cfg.body_timeout).await;
+        relay(&worker, client, upstream, cluster.cfg.body_timeout).await;
     }
     worker.connections.set(worker.connections.get() - 1);
 }
@@ -63,53 +69,96 @@ async fn connect<'a>(
     None
 }
 
-async fn relay(client: TcpStream, upstream: TcpStream, idle: Duration) {
+async fn relay(worker: &WorkerCtx, client: TcpStream, upstream: TcpStream, idle: Duration) {
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
     let activity = Cell::new(Instant::now());
+    let quiet = RefCell::new(Canceller::new());
     let both = async {
         monoio::join!(
-            pump(&mut cr, &mut uw, &activity),
-            pump(&mut ur, &mut cw, &activity)
+            pump(worker, &mut cr, &mut uw, &activity, &quiet),
+            pump(worker, &mut ur, &mut cw, &activity, &quiet)
         );
     };
-    // Reads carry no timeout of their own (a cancelled read can lose bytes); a watchdog ends
-    // the whole relay once neither direction moved for `idle`.
+    // Reads carry no timeout of their own (dropping a pending read can lose bytes); a watchdog
+    // ends the whole relay once neither direction moved for `idle`.
     monoio::select! {
         _ = both => {}
-        _ = watchdog(&activity, idle) => {}
+        _ = watchdog(&activity, idle, &quiet) => {}
     }
 }
 
-async fn watchdog(activity: &Cell<Instant>, idle: Duration) {
+/// Ends the relay after `idle` without a byte either way; after `LEAN_AFTER` of quiet it
+/// cancels the pending reads once, so that both directions give their buffers back and wait
+/// for readability instead (see `pump`).
+async fn watchdog(activity: &Cell<Instant>, idle: Duration, quiet: &RefCell<Canceller>) {
     let step = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    // The activity stamp at which the reads were last cancelled.
+    let mut thinned = None;
     loop {
         monoio::time::sleep(step).await;
-        if activity.get().elapsed() >= idle {
+        let last = activity.get();
+        let still = last.elapsed();
+        if still >= idle {
             return;
+        }
+        if still >= LEAN_AFTER && thinned != Some(last) {
+            thinned = Some(last);
+            let c = std::mem::take(&mut *quiet.borrow_mut());
+            *quiet.borrow_mut() = c.cancel();
         }
     }
 }
 
 /// Copies one direction until EOF (then half-closes the other side) or an error.
-async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut W, activity: &Cell<Instant>) {
-    let mut buf = Vec::with_capacity(RELAY_BUF);
+///
+/// The buffer comes from the worker's free list and goes back to it whenever this direction
+/// is quiet: a relayed connection that idles holds no buffer, where one per direction held for
+/// its life would cost 64 KiB. The first wait, and every wait after the watchdog cancelled a
+/// read as quiet, is for readability alone; a busy direction reads straight into the buffer
+/// it kept. The cancel is monoio's: a read that completed before it keeps its bytes.
+async fn pump(
+    worker: &WorkerCtx,
+    r: &mut TcpOwnedReadHalf,
+    w: &mut TcpOwnedWriteHalf,
+    activity: &Cell<Instant>,
+    quiet: &RefCell<Canceller>,
+) {
+    let mut buf = Vec::new();
+    let mut lean = true;
     loop {
+        if lean {
+            worker.give_buf(std::mem::take(&mut buf));
+            // SAFETY: a shared borrow of the stream behind the read half, only to submit a
+            // readiness wait on its fd. The halves themselves borrow it mutably for every read
+            // and write (monoio's split is built so); no read of this half is in flight now.
+            let stream: &TcpStream = unsafe { &*r.0.get() };
+            // Readiness, an error or EOF alike: the read below meets it.
+            let _ = stream.readable(true).await;
+            lean = false;
+        }
+        if buf.capacity() < RELAY_BUF {
+            buf = worker.take_buf(RELAY_BUF);
+            buf.reserve(RELAY_BUF);
+        }
         buf.clear();
-        let (res, b) = r.read(buf).await;
+        let handle = quiet.borrow().handle();
+        let (res, b) = r.cancelable_read(buf, handle).await;
         buf = b;
         match res {
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => lean = true,
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 activity.set(Instant::now());
                 let (res, b) = w.write_all(buf).await;
                 buf = b;
                 if res.is_err() {
-                    return;
+                    break;
                 }
                 activity.set(Instant::now());
             }
         }
     }
+    worker.give_buf(buf);
     let _ = w.shutdown().await;
 }

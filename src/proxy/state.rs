@@ -71,8 +71,9 @@ impl WorkerCtx {
     #[inline]
     pub fn give_buf(&self, mut buf: Vec<u8>) {
         // Buffers grown for a large body are not kept: with up to SPARE_BUFS of them held
-        // until trimmed, the free list must stay small (1,024 x 64 KiB at worst).
-        if buf.capacity() <= SPARE_BUF_MAX {
+        // until trimmed, the free list must stay small (1,024 x 64 KiB at worst). Nor are
+        // empty ones, which would only be reallocated by whoever takes them.
+        if (1..=SPARE_BUF_MAX).contains(&buf.capacity()) {
             buf.clear();
             let _ = self.bufs.give(buf);
         }

@@ -104,6 +104,7 @@ async fn worker_main(
                 c.trim(now);
             }
             ctx.trim_spares();
+            crate::alloc::collect_freed();
         }
     }
 

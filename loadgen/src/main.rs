@@ -124,6 +124,10 @@ struct ServeArgs {
     /// Response body size in bytes.
     #[arg(long, default_value_t = 0)]
     body_size: usize,
+    /// Send the body chunked (Transfer-Encoding: chunked) in chunks of this many bytes; 0
+    /// sends it with Content-Length.
+    #[arg(long, default_value_t = 0)]
+    chunk_size: usize,
     /// Delay before each batch of responses.
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     delay: Duration,
@@ -231,6 +235,7 @@ fn main() -> ExitCode {
         Some(Cmd::Serve(a)) => serve::serve(serve::ServeConfig {
             bind: a.bind,
             body_size: a.body_size,
+            chunk_size: a.chunk_size,
             delay: a.delay,
             threads: threads_for(a.threads, &a.cpus),
             cpus: a.cpus.map(|c| c.0),

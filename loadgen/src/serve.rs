@@ -18,6 +18,8 @@ use crate::runtime;
 pub struct ServeConfig {
     pub bind: SocketAddr,
     pub body_size: usize,
+    /// When not 0, the body goes out chunked (Transfer-Encoding), in chunks of this size.
+    pub chunk_size: usize,
     pub delay: Duration,
     pub threads: usize,
     pub cpus: Option<Vec<usize>>,
@@ -87,17 +89,33 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("listener: {e}"))?;
 
+    let framing = if cfg.chunk_size > 0 {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {}", cfg.body_size)
+    };
     let mut one = format!(
-        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\n{framing}\r\n\r\n",
         cfg.status,
         reason(cfg.status),
-        cfg.body_size
     )
     .into_bytes();
-    one.resize(one.len() + cfg.body_size, b'x');
+    let head_len = one.len();
+    if cfg.chunk_size > 0 {
+        let mut left = cfg.body_size;
+        while left > 0 {
+            let n = left.min(cfg.chunk_size);
+            one.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            one.resize(one.len() + n, b'x');
+            one.extend_from_slice(b"\r\n");
+            left -= n;
+        }
+        one.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        one.resize(one.len() + cfg.body_size, b'x');
+    }
     let copies = (BATCH_BYTES / one.len()).clamp(1, BATCH_MAX);
     let batch: &'static [u8] = Vec::leak(one.repeat(copies));
-    let head_len = one.len() - cfg.body_size;
     let shared: &'static Shared = Box::leak(Box::new(Shared {
         batch,
         one_len: one.len(),

@@ -137,6 +137,18 @@ pub async fn copy_length<S: AsyncReadRent, D: AsyncWriteRent>(
     Ok(())
 }
 
+/// Re-encoded chunk framing a buffer's worth of data may add (size lines and CRLFs).
+const CHUNK_FRAMING_SLACK: usize = 256;
+
+/// A body of unknown length that needed a second read is a long one: it moves on in reads of
+/// up to STREAM_CHUNK, as a long Content-Length body does. The first read keeps the buffer's
+/// size, so a short chunked response does not grow a buffer it does not need.
+fn grow_for_streaming(buf: &mut ConnBuf, fills: u32) {
+    if fills == 1 {
+        buf.reserve_total(STREAM_CHUNK);
+    }
+}
+
 /// Limits on a chunked body.
 #[derive(Clone, Copy)]
 pub struct ChunkLimits {
@@ -160,11 +172,17 @@ pub async fn copy_chunked<S: AsyncReadRent, D: AsyncWriteRent>(
     let limit = limits.body;
     let mut dec = ChunkedDecoder::new(limits.extension, limits.trailer);
     let mut total: u64 = 0;
+    let mut fills = 0u32;
     loop {
         if buf.is_empty() {
+            grow_for_streaming(buf, fills);
+            fills += 1;
             fill(s, buf, d).await?;
         }
         scratch.clear();
+        // Room for what this buffer decodes to, at once: grown step by step, a 64 KiB read
+        // would cost five reallocations and their copies on every response.
+        scratch.reserve(buf.len() + CHUNK_FRAMING_SLACK);
         let used = dec
             .decode(buf.data(), |data| {
                 total += data.len() as u64;
@@ -204,8 +222,11 @@ pub async fn copy_to_eof<S: AsyncReadRent, D: AsyncWriteRent>(
     scratch: &mut Vec<u8>,
     d: &Deadlines<'_>,
 ) -> Result<(), BodyError> {
+    let mut fills = 0u32;
     loop {
         if buf.is_empty() {
+            grow_for_streaming(buf, fills);
+            fills += 1;
             match fill(s, buf, d).await {
                 Ok(()) => {}
                 Err(BodyError {
@@ -216,6 +237,7 @@ pub async fn copy_to_eof<S: AsyncReadRent, D: AsyncWriteRent>(
             }
         }
         scratch.clear();
+        scratch.reserve(buf.len() + CHUNK_FRAMING_SLACK);
         if encode == Encode::Chunked {
             push_hex(scratch, buf.len() as u64);
             scratch.extend_from_slice(b"\r\n");

@@ -89,8 +89,9 @@ impl WorkerCtx {
 /// Free buffers kept per worker: enough for every exchange of a 1,000-connection burst, so the
 /// busiest moments reuse warm blocks instead of allocating; the surplus is trimmed later.
 const SPARE_BUFS: usize = 1024;
-/// The largest buffer worth keeping: a head buffer is 4 KiB, an upstream buffer 16 KiB.
-const SPARE_BUF_MAX: usize = 64 * 1024;
+/// The largest buffer worth keeping: a head buffer is 4 KiB, an upstream buffer 16 KiB, a
+/// streaming one 64 KiB, and a chunk scratch that much plus its framing.
+const SPARE_BUF_MAX: usize = 65 * 1024;
 /// Spare buffers and frames released per trim (every 250 ms): a burst's surplus of a thousand
 /// goes back within a few seconds, never all in one go.
 const TRIM_SPARES: usize = 32;

@@ -151,6 +151,9 @@ pub struct Args {
     /// Response body sizes in bytes.
     #[arg(long, value_delimiter = ',')]
     pub bodies: Option<Vec<usize>>,
+    /// Response body sizes in bytes sent chunked by the upstream (in 16 KiB chunks).
+    #[arg(long, value_delimiter = ',')]
+    pub chunked_bodies: Option<Vec<usize>>,
     /// Connections of the body-size cells.
     #[arg(long)]
     pub body_conns: Option<usize>,

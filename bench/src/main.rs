@@ -142,6 +142,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 conns: 0,
                 rate: None,
                 body: 0,
+                chunk: 0,
                 idle: false,
             },
             skipped: Some("Ringway has no TLS termination yet; this cell runs once it does".into()),

@@ -165,8 +165,9 @@ pub fn run_cell(ctx: &mut Ctx, cell: &Cell) -> CellResult {
         for i in 0..n {
             let proxy = ctx.proxies[(i + rep) % n];
             // The floor relay opens an upstream connection per client and holds no state of a
-            // proxy's: its memory per idle connection says nothing (and read as zero).
-            if cell.idle && proxy == ProxyKind::Floor {
+            // proxy's: its memory per idle connection says nothing (and read as zero). It frames
+            // responses by Content-Length only, so a chunked body is beyond it.
+            if (cell.idle || cell.chunk > 0) && proxy == ProxyKind::Floor {
                 continue;
             }
             let mut attempt = 0;
@@ -251,6 +252,7 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
         nginx: &ctx.nginx,
         dir: &dir,
         body: cell.body,
+        chunk: cell.chunk,
         cpus: &ctx.load_cpus,
         count: 2,
     }) {

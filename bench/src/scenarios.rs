@@ -21,6 +21,7 @@ pub struct Plan {
     pub sweep_step: u64,
     pub sweep_max: u64,
     pub bodies: Vec<usize>,
+    pub chunked_bodies: Vec<usize>,
     pub body_conns: usize,
     pub idle_conns: usize,
     pub max_redo: usize,
@@ -49,6 +50,7 @@ impl Plan {
                 .bodies
                 .clone()
                 .unwrap_or(vec![0, 1024, 16 * 1024, 256 * 1024]),
+            chunked_bodies: a.chunked_bodies.clone().unwrap_or(vec![256 * 1024]),
             body_conns: a.body_conns.unwrap_or(50),
             idle_conns: a.idle_conns.unwrap_or(if q { 1_000 } else { 10_000 }),
             max_redo: a.max_redo.unwrap_or(if q { 0 } else { 2 }),
@@ -78,8 +80,13 @@ pub struct Cell {
     pub conns: usize,
     pub rate: Option<u64>,
     pub body: usize,
+    /// When not 0, the upstream sends the body chunked, in chunks of this size.
+    pub chunk: usize,
     pub idle: bool,
 }
+
+/// Chunk size of the chunked-body cells: what streaming application servers commonly emit.
+pub const BODY_CHUNK: usize = 16 * 1024;
 
 impl Cell {
     pub fn closed(conns: usize, body: usize, scenario: ScenarioKind) -> Cell {
@@ -100,6 +107,21 @@ impl Cell {
             conns,
             rate: None,
             body,
+            chunk: 0,
+            idle: false,
+        }
+    }
+
+    /// A body-size cell whose upstream sends the body chunked.
+    pub fn chunked(conns: usize, body: usize) -> Cell {
+        Cell {
+            id: format!("body-{}-chunked", size_name(body)),
+            scenario: ScenarioKind::Bodies,
+            label: format!("{} chunked body, {conns} conns", size_name(body)),
+            conns,
+            rate: None,
+            body,
+            chunk: BODY_CHUNK,
             idle: false,
         }
     }
@@ -117,6 +139,7 @@ impl Cell {
             conns,
             rate: Some(rate),
             body: 0,
+            chunk: 0,
             idle: false,
         }
     }
@@ -129,6 +152,7 @@ impl Cell {
             conns: n,
             rate: None,
             body: 0,
+            chunk: 0,
             idle: true,
         }
     }
@@ -148,6 +172,9 @@ pub fn fixed_cells(p: &Plan) -> Vec<Cell> {
     if p.has(ScenarioKind::Bodies) {
         for &b in &p.bodies {
             v.push(Cell::closed(p.body_conns, b, ScenarioKind::Bodies));
+        }
+        for &b in &p.chunked_bodies {
+            v.push(Cell::chunked(p.body_conns, b));
         }
     }
     if p.has(ScenarioKind::Idle) {
@@ -185,6 +212,7 @@ mod tests {
         assert_eq!(size_name(16384), "16KiB");
         assert_eq!(Cell::closed(200, 0, ScenarioKind::Closed).id, "closed-c200");
         assert_eq!(Cell::closed(50, 1024, ScenarioKind::Bodies).id, "body-1KiB");
+        assert_eq!(Cell::chunked(50, 262144).id, "body-256KiB-chunked");
         assert_eq!(Cell::rate(40000, 200, ScenarioKind::Rate).id, "rate-r40000");
     }
 }

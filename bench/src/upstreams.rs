@@ -42,6 +42,8 @@ pub struct UpstreamSpec<'a> {
     pub nginx: &'a Path,
     pub dir: &'a Path,
     pub body: usize,
+    /// When not 0, the body is sent chunked in pieces of this size.
+    pub chunk: usize,
     pub cpus: &'a [usize],
     pub count: usize,
 }
@@ -63,6 +65,8 @@ fn start_loadgen(spec: &UpstreamSpec) -> Result<Upstreams, String> {
         let mut cmd = Command::new(spec.loadgen);
         cmd.args(["serve", "--bind", "127.0.0.1:0", "--body-size"])
             .arg(spec.body.to_string())
+            .arg("--chunk-size")
+            .arg(spec.chunk.to_string())
             .args(["--threads", "1", "--cpus"])
             .arg(cpus.join(","))
             .stdin(Stdio::null())
@@ -115,6 +119,9 @@ fn start_loadgen(spec: &UpstreamSpec) -> Result<Upstreams, String> {
 }
 
 fn start_nginx(spec: &UpstreamSpec) -> Result<Upstreams, String> {
+    if spec.chunk > 0 {
+        return Err("an nginx origin serves files with Content-Length, not chunked".into());
+    }
     let d = spec.dir.join("upstream-nginx");
     let www = d.join("www");
     fs::create_dir_all(&www).map_err(|e| e.to_string())?;

@@ -71,11 +71,12 @@ impl ConnBuf {
         self.pos = 0;
     }
 
-    /// Frees the memory of an empty buffer; the next `fill` (or `reserve_total`) allocates anew.
-    pub fn release(&mut self) {
+    /// Hands over the memory of an empty buffer, leaving none; the next `fill` (or
+    /// `reserve_total`) allocates anew.
+    pub fn release(&mut self) -> Vec<u8> {
         debug_assert!(self.is_empty());
-        self.buf = Vec::new();
         self.pos = 0;
+        std::mem::take(&mut self.buf)
     }
 
     /// Reads once more from `r`, appending. Never grows the buffer past `limit` bytes of unconsumed

@@ -31,8 +31,8 @@ use std::rc::Rc;
 const MAX_HEADER_SLOTS: usize = 512;
 /// A client connection's first read buffer (nginx's client_header_buffer_size is 1 KiB).
 const INITIAL_READ_BUF: usize = 1024;
-/// A read buffer grown past this (by a large head, or an upload read in large pieces) is
-/// swapped for a fresh small one once empty between requests.
+/// A read buffer grown past this (by a large head, or an upload read in large pieces) goes to
+/// the worker's free list at the next keep-alive wait, and the connection back to a small one.
 const SHRINK_READ_BUF_ABOVE: usize = 4 * 1024;
 /// A keep-alive wait at least this long marks the connection as one that idles: its next wait
 /// frees the read buffer and waits for readability first (see `read_request`).
@@ -174,12 +174,6 @@ pub fn serve_client(
             .await;
             drop(inflight);
             worker.give_buf(out);
-            // A large head or body grew the read buffer; an idle connection goes back to a
-            // small one, and the large one to the worker's free list.
-            if rbuf.is_empty() && rbuf.capacity() > SHRINK_READ_BUF_ABOVE {
-                let grown = std::mem::replace(&mut rbuf, ConnBuf::with_capacity(INITIAL_READ_BUF));
-                worker.give_buf(grown.into_vec());
-            }
             if next == Next::Close
                 || u64::from(ka.served) >= state.config.http.max_keepalive_requests
                 || worker.draining.get()
@@ -341,8 +335,8 @@ fn read_request<'a>(
         // reload is served by the new config even on an old keep-alive connection.
         let mut state = cell.get();
         let mut head_started = false;
-        // When the keep-alive wait began, on the worker's coarse clock (wrapping, never 0); 0
-        // when not in one. Not an Option<u64>: this lives in every idle connection's future.
+        // When the keep-alive wait began, on the worker's coarse clock (wrapping). A u32, not a
+        // u64: this lives in every idle connection's future.
         let mut waiting_since = 0u32;
         loop {
             let http = &state.config.http;
@@ -382,22 +376,33 @@ fn read_request<'a>(
                 };
                 cw.arm(idle, Phase::Read);
                 if ka.served > 0 {
-                    waiting_since = (cw.now_ms() as u32).max(1);
-                    if ka.lean {
-                        rbuf.release();
-                        // Any outcome (ready, shut down by the deadline, an error) is for the
-                        // read below to meet; a spurious wake-up just reads as usual. (On the
-                        // legacy epoll driver the wait may return at once on cached readiness,
-                        // so the saving is io_uring's.)
-                        let _ = client.readable(true).await;
+                    waiting_since = cw.now_ms() as u32;
+                    // Between requests the connection keeps a small buffer, or none while it
+                    // idles; one grown by a large head or body goes to the free list.
+                    if ka.lean || rbuf.capacity() > SHRINK_READ_BUF_ABOVE {
+                        // Gone before the wait below, not held across it.
+                        let old = rbuf.release();
+                        if old.capacity() > SHRINK_READ_BUF_ABOVE {
+                            state.worker.give_buf(old);
+                        } else {
+                            drop(old);
+                        }
+                        if ka.lean {
+                            // Any outcome (ready, shut down by the deadline, an error) is for
+                            // the read below to meet; a spurious wake-up just reads as usual.
+                            // (On the legacy epoll driver the wait may return at once on
+                            // cached readiness, so the saving is io_uring's.)
+                            let _ = client.readable(true).await;
+                        }
                         rbuf.reserve_total(INITIAL_READ_BUF);
                     }
                 }
             }
             let res = rbuf.fill(client, http.max_head_size).await;
-            if waiting_since != 0 {
+            // A read with no head begun and no byte before it was the keep-alive wait (a
+            // buffered partial head always starts the head's deadline first).
+            if ka.served > 0 && !head_started {
                 ka.lean = (cw.now_ms() as u32).wrapping_sub(waiting_since) >= LEAN_AFTER_MS;
-                waiting_since = 0;
             }
             match res {
                 // The deadline shut the read side: an idle connection just closes, a half-sent

@@ -1,7 +1,9 @@
 //! Fuzzes the chunked decoder (`ringway::http::chunked::ChunkedDecoder`): it must never panic,
 //! must give the same answer however the input is split across reads (the network decides the
 //! split), must never hand out more data than it was given, and what it decodes, re-encoded the
-//! way Ringway re-encodes it, must decode to the same bytes.
+//! way Ringway re-encodes it, must decode to the same bytes. Verbatim decoding, stopped at the
+//! first decoration and carried on by `decode`, must come to the same answer as `decode`
+//! alone, and what it calls plain must be a prefix that decodes on its own.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,6 +25,36 @@ fn decode(input: &[u8], step: usize, max_ext: usize, max_trailer: usize) -> Outc
             break;
         }
         assert_eq!(n, piece.len(), "input left over before the end");
+    }
+    Ok((out, used, d.is_done()))
+}
+
+/// `decode_verbatim` for as long as it goes, then `decode`, over pieces of `step` bytes.
+fn decode_verbatim_first(input: &[u8], step: usize, max_ext: usize, max_trailer: usize) -> Outcome {
+    let mut d = ChunkedDecoder::new(max_ext, max_trailer);
+    let mut out = Vec::new();
+    let mut used = 0;
+    let mut verbatim = true;
+    for piece in input.chunks(step.max(1)) {
+        let mut at = 0;
+        if verbatim {
+            let v = d
+                .decode_verbatim(piece, |b| out.extend_from_slice(b))
+                .map_err(|e| e.0)?;
+            assert!(v.plain <= v.used && v.used <= piece.len());
+            at = v.used;
+            verbatim = !v.decorated;
+        }
+        if !verbatim && !d.is_done() {
+            at += d
+                .decode(&piece[at..], |b| out.extend_from_slice(b))
+                .map_err(|e| e.0)?;
+        }
+        used += at;
+        if d.is_done() {
+            break;
+        }
+        assert_eq!(at, piece.len(), "input left over before the end");
     }
     Ok((out, used, d.is_done()))
 }
@@ -53,6 +85,24 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(a, c);
         }
         _ => panic!("split changed the outcome: {whole:?} / {split:?} / {bytewise:?}"),
+    }
+    // Stopping at a decoration hands `decode` the very state it would have had itself.
+    let verbatim = decode_verbatim_first(input, step, max_ext, max_trailer);
+    match (&whole, &verbatim) {
+        (Ok(a), Ok(b)) if a.2 || b.2 => assert_eq!(a, b),
+        (Ok(_), Ok(_)) => {}
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        _ => panic!("verbatim changed the outcome: {whole:?} / {verbatim:?}"),
+    }
+    // A whole plain prefix decodes alone to what the full decode gave for it.
+    let mut d = ChunkedDecoder::new(max_ext, max_trailer);
+    if let Ok(v) = d.decode_verbatim(input, |_| {}) {
+        if d.is_done() && !v.decorated {
+            assert_eq!(v.plain, v.used);
+            let (again, n, done) = decode(&input[..v.plain], v.plain, 0, 0).expect("plain decodes");
+            assert!(done && n == v.plain);
+            assert_eq!(Ok((again, n, done)), whole);
+        }
     }
     if let Ok((data, used, true)) = whole {
         assert!(data.len() <= used && used <= input.len());

@@ -1,6 +1,7 @@
 //! Streaming decoder for the chunked transfer coding (RFC 9112 §7.1), strict on purpose: a size
 //! is 1-16 hex digits with nothing before it, extensions and trailers are bounded, every line
-//! ends in CRLF. Data is handed out as slices of the input; the caller re-encodes or discards.
+//! ends in CRLF. Data is handed out as slices of the input; the caller re-encodes or discards,
+//! or, while the framing is plain (`decode_verbatim`), forwards the input bytes themselves.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkError(pub &'static str);
@@ -26,6 +27,20 @@ enum State {
         empty: bool,
     },
     Done,
+}
+
+/// What `decode_verbatim` got through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verbatim {
+    /// Input bytes decoded.
+    pub used: usize,
+    /// The end of the last complete size line, data run or end of message within `used`:
+    /// input before it (with any bytes of an unfinished line held from earlier input) can be
+    /// forwarded as it is. Bytes from here to `used` are a line not yet complete.
+    pub plain: usize,
+    /// Decoding stopped at `used`, before a byte that is not plain: the message goes on in
+    /// `decode`, re-encoded, from the start of the line that holds it.
+    pub decorated: bool,
 }
 
 pub struct ChunkedDecoder {
@@ -55,11 +70,39 @@ impl ChunkedDecoder {
 
     /// Decodes as much of `input` as possible, calling `data` with each run of body bytes.
     /// Returns how many input bytes were consumed (all of them unless the message ended).
-    pub fn decode(
+    pub fn decode(&mut self, input: &[u8], data: impl FnMut(&[u8])) -> Result<usize, ChunkError> {
+        let mut plain = 0;
+        self.run::<false>(input, data, &mut plain)
+            .map(|(used, _)| used)
+    }
+
+    /// Decodes like `decode` while the framing is plain: bare hex sizes without leading zeros,
+    /// no whitespace, no extensions, no trailers, which is exactly how Ringway re-encodes a
+    /// body. Forwarding the input bytes unchanged is then the same as re-encoding them. Stops
+    /// before the first byte that is not plain, leaving it to `decode`.
+    pub fn decode_verbatim(
+        &mut self,
+        input: &[u8],
+        data: impl FnMut(&[u8]),
+    ) -> Result<Verbatim, ChunkError> {
+        let mut plain = 0;
+        let (used, decorated) = self.run::<true>(input, data, &mut plain)?;
+        Ok(Verbatim {
+            used,
+            plain,
+            decorated,
+        })
+    }
+
+    /// The decoding loop; with `VERBATIM`, it records in `plain` the end of the last complete
+    /// piece of framing (or data) and returns `(used, true)` before a byte that is not plain.
+    #[inline(always)]
+    fn run<const VERBATIM: bool>(
         &mut self,
         input: &[u8],
         mut data: impl FnMut(&[u8]),
-    ) -> Result<usize, ChunkError> {
+        plain: &mut usize,
+    ) -> Result<(usize, bool), ChunkError> {
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
@@ -69,10 +112,17 @@ impl ChunkedDecoder {
                         if digits >= 16 {
                             return Err(ChunkError("chunk size too large"));
                         }
+                        if VERBATIM && digits == 1 && self.size == 0 {
+                            // A leading zero: valid, but not how Ringway writes a size.
+                            return Ok((i, true));
+                        }
                         self.size = (self.size << 4) | v as u64;
                         self.state = State::Size { digits: digits + 1 };
                     } else if digits == 0 {
                         return Err(ChunkError("invalid chunk size"));
+                    } else if VERBATIM && b != b'\r' {
+                        // An extension or whitespace: dropped by re-encoding (or refused).
+                        return Ok((i, true));
                     } else {
                         match b {
                             b'\r' => self.state = State::SizeLf,
@@ -122,6 +172,7 @@ impl ChunkedDecoder {
                         self.trailer_len = 0;
                         State::TrailerStart
                     } else {
+                        *plain = i;
                         State::Data
                     };
                 }
@@ -129,6 +180,7 @@ impl ChunkedDecoder {
                     let take = (self.size.min((input.len() - i) as u64)) as usize;
                     data(&input[i..i + take]);
                     i += take;
+                    *plain = i;
                     self.size -= take as u64;
                     if self.size == 0 {
                         self.state = State::DataCr;
@@ -139,6 +191,7 @@ impl ChunkedDecoder {
                         return Err(ChunkError("chunk data longer than its size"));
                     }
                     i += 1;
+                    *plain = i;
                     self.state = State::DataLf;
                 }
                 State::DataLf => {
@@ -146,9 +199,14 @@ impl ChunkedDecoder {
                         return Err(ChunkError("chunk data not ended by CRLF"));
                     }
                     i += 1;
+                    *plain = i;
                     self.state = State::Size { digits: 0 };
                 }
                 State::TrailerStart => {
+                    if VERBATIM && b != b'\r' {
+                        // A trailer field: dropped by re-encoding.
+                        return Ok((i, true));
+                    }
                     i += 1;
                     self.state = match b {
                         b'\r' => State::TrailerLf { empty: true },
@@ -176,14 +234,15 @@ impl ChunkedDecoder {
                     i += 1;
                     if empty {
                         self.state = State::Done;
-                        return Ok(i);
+                        *plain = i;
+                        return Ok((i, false));
                     }
                     self.state = State::TrailerStart;
                 }
-                State::Done => return Ok(i),
+                State::Done => return Ok((i, false)),
             }
         }
-        Ok(i)
+        Ok((i, false))
     }
 
     fn count_trailer(&mut self) -> Result<(), ChunkError> {

@@ -475,6 +475,15 @@ impl<'a> Exchange<'a> {
                 body::copy_length(&mut conn.stream, ubuf, client, n, &client_deadlines).await
             }
             OutFraming::Chunked | OutFraming::Close => {
+                if resp.body == Body::Chunked && resp.encode == Encode::Chunked {
+                    // A small chunked body here in full with plain framing leaves with the head
+                    // in one write, as a small Content-Length body does.
+                    if let Some(n) = body::whole_plain_chunked(ubuf.data()) {
+                        out.extend_from_slice(&ubuf.data()[..n]);
+                        ubuf.consume(n);
+                        return write_client(client, self.cw, out, http.send_timeout).await;
+                    }
+                }
                 write_client(client, self.cw, out, http.send_timeout).await?;
                 if resp.body == Body::Chunked {
                     body::copy_chunked(

@@ -1,6 +1,7 @@
 //! The L4 relay (`protocol = "tcp"`) through the real binary: 64 MiB each way at once, intact
 //! (SHA-256), with the client's half-close passed on while the other direction keeps flowing;
-//! connections balanced round-robin; a dead server skipped without failing a connection.
+//! connections balanced round-robin; a dead server skipped without failing a connection; a
+//! relay gone quiet gives its buffers back and still relays.
 
 mod lb_common;
 
@@ -231,4 +232,70 @@ fn a_quiet_connection_relays_whatever_comes_after_the_quiet() {
     c.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
     server.join().unwrap();
+}
+
+/// A relay that has gone quiet holds no buffers: its RSS falls far below the two 32 KiB
+/// buffers a busy one holds (69 KB each here, 4.3 KB once the worker has trimmed its free list), and
+/// every relay still carries bytes afterwards.
+#[test]
+fn quiet_relays_give_their_buffers_back() {
+    const N: usize = 1000;
+    const QUIET_RELAY_BYTES_MAX: u64 = 12 * 1024;
+    let legacy = std::env::var_os("RINGWAY_FORCE_LEGACY").is_some();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = l.local_addr().unwrap();
+    // More than a relay buffer each way, so every page of both buffers is touched.
+    const BURST: usize = 40 * 1024;
+    // The server speaks first on every connection and keeps it; it never reads, so what the
+    // clients send waits in its socket.
+    let server = thread::spawn(move || {
+        (0..=N)
+            .map(|_| {
+                let (mut s, _) = l.accept().unwrap();
+                s.write_all(&[b'u'; BURST]).unwrap();
+                s
+            })
+            .collect::<Vec<_>>()
+    });
+    // THP off, so RSS moves in 4 KiB pages rather than in 2 MiB ones.
+    let rw = Ringway::start_env(&l4_config(&[up]), 2, &[("MIMALLOC_ALLOW_THP", "0")]);
+    let open = || {
+        let mut c = TcpStream::connect(rw.listener(1)).unwrap();
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        c.write_all(&[b'c'; BURST]).unwrap();
+        let mut got = vec![0u8; BURST];
+        c.read_exact(&mut got).unwrap();
+        assert!(got.iter().all(|&b| b == b'u'));
+        c
+    };
+    // Warm: the worker's heap and free list are in place before counting.
+    let warm = open();
+    let before = rw.rss_kib();
+    let mut conns: Vec<TcpStream> = (0..N).map(|_| open()).collect();
+    conns.push(warm);
+    let busy = rw.rss_kib();
+    let per_conn = |kib: u64| kib.saturating_sub(before) * 1024 / N as u64;
+    eprintln!("RSS {before} kB -> {busy} kB with {N} relays just used");
+    if !legacy {
+        // The quiet spell is what is tested: the relays give their buffers back after a
+        // second without bytes, the worker returns freed pages on its next trim tick.
+        let quiet = wait_for(DEADLINE, "quiet relays to give their buffers back", || {
+            let kib = rw.rss_kib();
+            (per_conn(kib) < QUIET_RELAY_BYTES_MAX).then_some(kib)
+        });
+        eprintln!(
+            "RSS {quiet} kB once quiet: {} bytes per relay",
+            per_conn(quiet)
+        );
+    }
+    // Every relay is still there and carries what comes after the quiet.
+    let mut ups = server.join().unwrap();
+    for s in &mut ups {
+        s.write_all(b"later").unwrap();
+    }
+    for c in &mut conns {
+        let mut got = [0u8; 5];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"later");
+    }
 }

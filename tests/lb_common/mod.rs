@@ -35,9 +35,19 @@ pub struct Ringway {
 impl Ringway {
     /// Starts ringway on `config` and waits for `listeners` "listening on" lines.
     pub fn start(config: &str, listeners: usize) -> Ringway {
+        Self::start_env(config, listeners, &[])
+    }
+
+    /// As `start`, with extra environment variables for the process.
+    pub fn start_env(config: &str, listeners: usize, env: &[(&str, &str)]) -> Ringway {
         Ringway {
-            inner: process::Ringway::start_n(config, listeners, &[]),
+            inner: process::Ringway::start_n(config, listeners, env),
         }
+    }
+
+    /// The process's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.inner.proc_status_kib("VmRSS")
     }
 
     /// The first listener (HTTP in every test config here).

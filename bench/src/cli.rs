@@ -148,11 +148,12 @@ pub struct Args {
     /// Highest rate the sweep tries (req/s).
     #[arg(long)]
     pub sweep_max: Option<u64>,
-    /// Response body sizes in bytes.
-    #[arg(long, value_delimiter = ',')]
+    /// Response body sizes in bytes (`--bodies` alone: none, only the chunked cells).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub bodies: Option<Vec<usize>>,
-    /// Response body sizes in bytes sent chunked by the upstream (in 16 KiB chunks).
-    #[arg(long, value_delimiter = ',')]
+    /// Response body sizes in bytes sent chunked by the upstream (in 16 KiB chunks;
+    /// `--chunked-bodies` alone: none).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
     pub chunked_bodies: Option<Vec<usize>>,
     /// Connections of the body-size cells.
     #[arg(long)]

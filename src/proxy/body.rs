@@ -197,7 +197,7 @@ pub async fn copy_chunked<S: AsyncReadRent, D: AsyncWriteRent>(
                 return Err(src(Failure::TooLarge));
             }
             let forward = if v.plain > 0 { held + v.plain } else { 0 };
-            held += v.used - forward;
+            held = held + v.used - forward;
             if forward > 0 {
                 write_buffered(d_io, buf, forward, d).await?;
             }

@@ -8,7 +8,7 @@ use super::head::{connection_line, write_response, OutFraming};
 use super::state::CoreState;
 use super::{Next, Plan};
 use crate::deadline::{Phase, Watch};
-use crate::http::buf::ConnBuf;
+use crate::http::buf::{send_detached, ConnBuf};
 use crate::http::request::{Body, Version};
 use crate::http::response;
 use crate::http::status::{write_error, CONTINUE_100};
@@ -28,6 +28,8 @@ const BUFFER_WHOLE: u64 = 32 * 1024;
 const RESPONSE_HEADER_SLOTS: usize = 128;
 /// How long an error answer may take to leave before the connection is dropped anyway.
 const ERROR_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request sent beside the read of its response (see `Exchange::run`).
+const DETACHED_SEND_MAX: usize = 2048;
 
 /// What the response head told us, kept after the head's bytes are consumed.
 struct ResponsePlan {
@@ -94,6 +96,8 @@ enum HeadError {
     Bad(&'static str),
     /// A status the route retries on, left unanswered because a retry will follow.
     RetryStatus(u16),
+    /// The request sent beside the response read did not all go out.
+    WriteFailed,
 }
 
 /// Why an attempt failed, and whether the request may go to another server.
@@ -248,32 +252,48 @@ impl<'a> Exchange<'a> {
                         Err(e) => break 'attempt Err(connect_failure(cluster, server, e)),
                     };
                     let sent_at = cluster.tracks_latency.then(std::time::Instant::now);
-                    conn.watch.arm(cfg.body_timeout, Phase::Write);
-                    // Kept for a resend.
-                    let (written, head) = conn.stream.write_all(std::mem::take(self.out)).await;
-                    *self.out = head;
-                    conn.watch.disarm();
-                    if written.is_err() {
-                        if conn.reused && self.resendable {
-                            break 'attempt Err(AttemptError::Stale);
-                        }
-                        cluster.record(server, Outcome::Failure);
-                        break 'attempt Err(AttemptError::Retryable(502, "upstream write failed"));
-                    }
-                    if self.body_left != Body::None {
-                        if let Some((next, upstream_at_fault)) =
-                            self.send_body(cfg.body_timeout, &mut conn).await
-                        {
-                            // Only the upstream's own failure counts toward its ejection: a
-                            // client sending a broken or stalled body must not be able to eject
-                            // servers.
-                            if upstream_at_fault {
-                                cluster.record(server, Outcome::Failure);
+                    // A whole request that fits the socket's send buffer goes out beside the
+                    // read of its response (see `send_detached`); anything else is written
+                    // first. A short send there would leave the upstream waiting for the rest
+                    // while Ringway waits for the response, so the size is kept far under the
+                    // smallest send buffer Linux gives a TCP socket (tcp_wmem's 4 KiB minimum).
+                    let mut detached = if state.worker.uring
+                        && self.body_left == Body::None
+                        && self.out.len() <= DETACHED_SEND_MAX
+                    {
+                        Some(send_detached(&mut conn.stream, std::mem::take(self.out)))
+                    } else {
+                        conn.watch.arm(cfg.body_timeout, Phase::Write);
+                        // Kept for a resend.
+                        let (written, head) = conn.stream.write_all(std::mem::take(self.out)).await;
+                        *self.out = head;
+                        conn.watch.disarm();
+                        if written.is_err() {
+                            if conn.reused && self.resendable {
+                                break 'attempt Err(AttemptError::Stale);
                             }
-                            break 'attempt Err(AttemptError::Done(next));
+                            cluster.record(server, Outcome::Failure);
+                            break 'attempt Err(AttemptError::Retryable(
+                                502,
+                                "upstream write failed",
+                            ));
                         }
-                        self.body_left = Body::None;
-                    }
+                        if self.body_left != Body::None {
+                            if let Some((next, upstream_at_fault)) =
+                                self.send_body(cfg.body_timeout, &mut conn).await
+                            {
+                                // Only the upstream's own failure counts toward its ejection:
+                                // a client sending a broken or stalled body must not be able to
+                                // eject servers.
+                                if upstream_at_fault {
+                                    cluster.record(server, Outcome::Failure);
+                                }
+                                break 'attempt Err(AttemptError::Done(next));
+                            }
+                            self.body_left = Body::None;
+                        }
+                        None
+                    };
 
                     // The response head, read until complete (interim 1xx heads skipped).
                     self.ubuf.clear();
@@ -315,9 +335,45 @@ impl<'a> Exchange<'a> {
                             Ok(_) => received_any = true,
                             Err(_) => break Err(HeadError::Io),
                         }
+                        // Bytes came, so the request went: its send completed long ago (and
+                        // woke nothing). `out` must be back before the head is planned into it.
+                        if let Some(send) = detached.take() {
+                            let (written, buf) = send.await;
+                            let whole = matches!(written, Ok(n) if n == buf.len());
+                            *self.out = buf;
+                            if !whole {
+                                break Err(HeadError::WriteFailed);
+                            }
+                        }
+                    };
+                    // Left only when the head read failed before any byte came.
+                    let head = match detached {
+                        Some(send) => {
+                            conn.watch.arm(cfg.body_timeout, Phase::Write);
+                            let (written, buf) = send.await;
+                            conn.watch.disarm();
+                            let whole = matches!(written, Ok(n) if n == buf.len());
+                            *self.out = buf;
+                            if whole {
+                                head
+                            } else {
+                                Err(HeadError::WriteFailed)
+                            }
+                        }
+                        None => head,
                     };
                     let rtt = || sent_at.map(|t| t.elapsed()).unwrap_or_default();
                     let resp = match head {
+                        Err(HeadError::WriteFailed) if conn.reused && self.resendable => {
+                            break 'attempt Err(AttemptError::Stale)
+                        }
+                        Err(HeadError::WriteFailed) => {
+                            cluster.record(server, Outcome::Failure);
+                            break 'attempt Err(AttemptError::Retryable(
+                                502,
+                                "upstream write failed",
+                            ));
+                        }
                         Ok(resp) => resp,
                         Err(HeadError::Empty)
                             if conn.reused && self.resendable && self.plan.idempotent =>

@@ -31,6 +31,9 @@ pub struct WorkerCtx {
     bufs: super::spares::Spares<Vec<u8>, SPARE_BUFS>,
     /// Reused heap blocks for the per-request exchange future.
     pub frames: super::frame::FramePool,
+    /// The worker runs on io_uring, where an operation is submitted when it is made (the legacy
+    /// driver performs it only when it is polled): see `http::buf::send_detached`.
+    pub uring: bool,
 }
 
 impl WorkerCtx {

@@ -51,15 +51,23 @@ pub fn run(
         };
         eprintln!("ringway: using the legacy epoll driver ({why})");
     }
-    rt.block_on(worker_main(id, listeners, shared))
+    rt.block_on(worker_main(
+        id,
+        listeners,
+        shared,
+        driver == Driver::IoUring,
+    ))
 }
 
 async fn worker_main(
     id: usize,
     listeners: Vec<std::net::TcpListener>,
     shared: Arc<Shared>,
+    uring: bool,
 ) -> Result<WorkerReport, String> {
-    let ctx = Rc::new(WorkerCtx::new(id));
+    let mut ctx = WorkerCtx::new(id);
+    ctx.uring = uring;
+    let ctx = Rc::new(ctx);
     let mut generation = shared.generation.load(Ordering::Acquire);
     let snap = shared.current();
     let protocols: Vec<Protocol> = snap.config.listeners.iter().map(|l| l.protocol).collect();

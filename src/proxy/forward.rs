@@ -338,7 +338,11 @@ impl<'a> Exchange<'a> {
                         // Bytes came, so the request went: its send completed long ago (and
                         // woke nothing). `out` must be back before the head is planned into it.
                         if let Some(send) = detached.take() {
+                            // Armed all the same: a send that has not finished by now has met
+                            // a full socket, and must not wait forever.
+                            conn.watch.arm(cfg.body_timeout, Phase::Write);
                             let (written, buf) = send.await;
+                            conn.watch.disarm();
                             let whole = matches!(written, Ok(n) if n == buf.len());
                             *self.out = buf;
                             if !whole {

@@ -131,6 +131,16 @@ fn connect_failure(cluster: &Cluster, server: usize, e: ConnectError) -> Attempt
     AttemptError::Retryable(0, why)
 }
 
+/// The attempt error for a request that did not all reach the upstream: a stale pooled
+/// connection when the request can be sent again, else a failure of the server.
+fn write_failure(cluster: &Cluster, server: usize, stale: bool) -> AttemptError {
+    if stale {
+        return AttemptError::Stale;
+    }
+    cluster.record(server, Outcome::Failure);
+    AttemptError::Retryable(502, "upstream write failed")
+}
+
 /// The exchange of a forwarded request, as a future living in one of the worker's reused
 /// frames: off the connection's future, which an idle keep-alive connection keeps.
 /// `out` holds the upstream request head on entry and is reused.
@@ -257,6 +267,7 @@ impl<'a> Exchange<'a> {
                     // first. A short send there would leave the upstream waiting for the rest
                     // while Ringway waits for the response, so the size is kept far under the
                     // smallest send buffer Linux gives a TCP socket (tcp_wmem's 4 KiB minimum).
+                    // Collected after the first response read (the loop below always makes one).
                     let mut detached = if state.worker.uring
                         && self.body_left == Body::None
                         && self.out.len() <= DETACHED_SEND_MAX
@@ -269,14 +280,8 @@ impl<'a> Exchange<'a> {
                         *self.out = head;
                         conn.watch.disarm();
                         if written.is_err() {
-                            if conn.reused && self.resendable {
-                                break 'attempt Err(AttemptError::Stale);
-                            }
-                            cluster.record(server, Outcome::Failure);
-                            break 'attempt Err(AttemptError::Retryable(
-                                502,
-                                "upstream write failed",
-                            ));
+                            let stale = conn.reused && self.resendable;
+                            break 'attempt Err(write_failure(cluster, server, stale));
                         }
                         if self.body_left != Body::None {
                             if let Some((next, upstream_at_fault)) =
@@ -324,6 +329,22 @@ impl<'a> Exchange<'a> {
                         conn.watch.arm(wait, Phase::Write);
                         let res = self.ubuf.fill(&mut conn.stream, MAX_RESPONSE_HEAD).await;
                         conn.watch.disarm();
+                        // The first read has ended, and with it any wait for the request to go:
+                        // its send completed long ago (and woke nothing) unless it met a full
+                        // socket, so it is armed all the same. `out` must be back before a head
+                        // is planned into it or the request is sent again; a send that did not
+                        // all go out overrides what the read saw. (A fired deadline stays
+                        // fired: `arm` does not clear it.)
+                        if let Some(send) = detached.take() {
+                            conn.watch.arm(cfg.body_timeout, Phase::Write);
+                            let (written, buf) = send.await;
+                            conn.watch.disarm();
+                            let whole = matches!(written, Ok(n) if n == buf.len());
+                            *self.out = buf;
+                            if !whole {
+                                break Err(HeadError::WriteFailed);
+                            }
+                        }
                         match res {
                             _ if conn.watch.fired() => break Err(HeadError::Timeout),
                             Ok(0) | Err(_) if !received_any => break Err(HeadError::Empty),
@@ -335,48 +356,12 @@ impl<'a> Exchange<'a> {
                             Ok(_) => received_any = true,
                             Err(_) => break Err(HeadError::Io),
                         }
-                        // Bytes came, so the request went: its send completed long ago (and
-                        // woke nothing). `out` must be back before the head is planned into it.
-                        if let Some(send) = detached.take() {
-                            // Armed all the same: a send that has not finished by now has met
-                            // a full socket, and must not wait forever.
-                            conn.watch.arm(cfg.body_timeout, Phase::Write);
-                            let (written, buf) = send.await;
-                            conn.watch.disarm();
-                            let whole = matches!(written, Ok(n) if n == buf.len());
-                            *self.out = buf;
-                            if !whole {
-                                break Err(HeadError::WriteFailed);
-                            }
-                        }
-                    };
-                    // Left only when the head read failed before any byte came.
-                    let head = match detached {
-                        Some(send) => {
-                            conn.watch.arm(cfg.body_timeout, Phase::Write);
-                            let (written, buf) = send.await;
-                            conn.watch.disarm();
-                            let whole = matches!(written, Ok(n) if n == buf.len());
-                            *self.out = buf;
-                            if whole {
-                                head
-                            } else {
-                                Err(HeadError::WriteFailed)
-                            }
-                        }
-                        None => head,
                     };
                     let rtt = || sent_at.map(|t| t.elapsed()).unwrap_or_default();
                     let resp = match head {
-                        Err(HeadError::WriteFailed) if conn.reused && self.resendable => {
-                            break 'attempt Err(AttemptError::Stale)
-                        }
                         Err(HeadError::WriteFailed) => {
-                            cluster.record(server, Outcome::Failure);
-                            break 'attempt Err(AttemptError::Retryable(
-                                502,
-                                "upstream write failed",
-                            ));
+                            let stale = conn.reused && self.resendable;
+                            break 'attempt Err(write_failure(cluster, server, stale));
                         }
                         Ok(resp) => resp,
                         Err(HeadError::Empty)

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 const KEEP: usize = 1024;
 
 /// Every block's layout: room for the largest future put in a frame (the forwarding exchange,
-/// 1,368 bytes at this writing; 1,536 is the mimalloc size class above it). One size for all
+/// 1,320 bytes at this writing; 1,536 is the mimalloc size class above it). One size for all
 /// keeps one free list, and `frame` refuses at compile time a future that would not fit.
 const BLOCK: Layout = match Layout::from_size_align(1536, 16) {
     Ok(l) => l,

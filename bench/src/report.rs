@@ -71,6 +71,14 @@ pub struct ProxySummary {
     pub percentiles: Vec<(f64, f64)>,
 }
 
+impl ProxySummary {
+    /// Whether the proxy ran in the cell at all: the floor sits some cells out (`run_cell`),
+    /// and a proxy that did has no row in the tables.
+    fn ran(&self) -> bool {
+        self.runs_ok + self.runs_failed > 0
+    }
+}
+
 fn agg<F: Fn(&RunRecord) -> Option<f64>>(runs: &[&RunRecord], f: F) -> Option<Agg> {
     Agg::of(runs.iter().filter_map(|r| f(r)).collect())
 }
@@ -229,8 +237,7 @@ fn load_table(out: &mut String, cells: &[&CellSummary], first_col: &str) {
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for c in cells {
-        // A proxy that sat out the cell (the floor in a chunked cell, see `run_cell`) has no row.
-        for p in c.proxies.iter().filter(|p| p.runs_ok + p.runs_failed > 0) {
+        for p in c.proxies.iter().filter(|p| p.ran()) {
             if p.runs_ok == 0 {
                 let _ = writeln!(
                     out,
@@ -349,8 +356,7 @@ pub fn markdown(
         let _ = writeln!(o, "| cell | proxy | conns held | errors | RSS after MiB | bytes per connection (median [min–max]) |");
         let _ = writeln!(o, "|---|---|---|---|---|---|");
         for c in idle {
-            // A proxy that sat out the cell (the floor, see `run_cell`) has no row.
-            for p in c.proxies.iter().filter(|p| p.runs_ok + p.runs_failed > 0) {
+            for p in c.proxies.iter().filter(|p| p.ran()) {
                 if p.runs_ok == 0 {
                     let _ = writeln!(
                         o,

@@ -15,6 +15,11 @@ use clap::{Parser, ValueEnum};
 #[serde(rename_all = "lowercase")]
 pub enum ProxyKind {
     Ringway,
+    /// The same Ringway source built with profile-guided optimisation (`bench/pgo-build`):
+    /// measured beside the plain build so the layout's effect is a same-run ratio.
+    #[value(name = "ringway-pgo")]
+    #[serde(rename = "ringway-pgo")]
+    RingwayPgo,
     Nginx,
     Haproxy,
     /// `loadgen relay`: a featureless relay (heads passed as is, one upstream connection per
@@ -24,9 +29,15 @@ pub enum ProxyKind {
 }
 
 impl ProxyKind {
+    /// Either build of Ringway: both run the same config and are judged against the targets.
+    pub fn is_ringway(self) -> bool {
+        matches!(self, ProxyKind::Ringway | ProxyKind::RingwayPgo)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ProxyKind::Ringway => "ringway",
+            ProxyKind::RingwayPgo => "ringway-pgo",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Haproxy => "haproxy",
             ProxyKind::Floor => "floor",
@@ -81,6 +92,10 @@ pub struct Args {
     /// Ringway binary (default: target/release/ringway under the repository root).
     #[arg(long)]
     pub ringway: Option<PathBuf>,
+    /// PGO build of Ringway, measured when `ringway-pgo` is among --proxies (default:
+    /// target/pgo/ringway, which `bench/pgo-build` writes).
+    #[arg(long)]
+    pub ringway_pgo: Option<PathBuf>,
     /// loadgen binary (default: target/release/loadgen under the repository root).
     #[arg(long)]
     pub loadgen: Option<PathBuf>,

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
-use cli::{Args, DriverKind, ScenarioKind};
+use cli::{Args, DriverKind, ProxyKind, ScenarioKind};
 use report::Meta;
 use runner::{CellResult, Ctx};
 use scenarios::{Cell, Plan};
@@ -60,6 +60,13 @@ fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Where the PGO build is read from; `bench/pgo-build` writes the default.
+fn ringway_pgo_path(args: &Args, root: &Path) -> PathBuf {
+    args.ringway_pgo
+        .clone()
+        .unwrap_or_else(|| root.join("target/pgo/ringway"))
+}
+
 fn run(args: Args) -> Result<ExitCode, String> {
     let started = Instant::now();
     let root = repo_root();
@@ -67,6 +74,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let plan = Plan::from_args(&args);
     if args.proxies.is_empty() {
         return Err("no proxies selected".into());
+    }
+    let pgo = ringway_pgo_path(&args, &root);
+    if args.proxies.contains(&ProxyKind::RingwayPgo) && !pgo.exists() {
+        return Err(format!(
+            "ringway-pgo: {} does not exist; build it with bench/pgo-build",
+            pgo.display()
+        ));
     }
     let ncpu = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -94,6 +108,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             .ringway
             .clone()
             .unwrap_or_else(|| root.join("target/release/ringway")),
+        ringway_pgo: ringway_pgo_path(&args, &root),
         loadgen: args
             .loadgen
             .clone()
@@ -389,6 +404,13 @@ fn meta(args: &Args, wall_s: f64, nofile: u64) -> Meta {
             first_line(&args.haproxy.to_string_lossy(), &["-v"]),
         ),
     ];
+    if args.proxies.contains(&ProxyKind::RingwayPgo) {
+        let pgo = ringway_pgo_path(args, &root);
+        versions.push((
+            "ringway-pgo".to_string(),
+            first_line(&pgo.to_string_lossy(), &["--version"]),
+        ));
+    }
     match args.driver {
         DriverKind::Loadgen => versions.push((
             "loadgen".into(),
@@ -475,7 +497,6 @@ fn update_readme(path: &Path, md: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cli::ProxyKind;
 
     #[test]
     fn dates() {
@@ -497,5 +518,9 @@ mod tests {
     #[test]
     fn proxies_have_names() {
         assert_eq!(ProxyKind::Haproxy.name(), "haproxy");
+        use clap::ValueEnum;
+        let pgo = ProxyKind::from_str("ringway-pgo", false).unwrap();
+        assert_eq!(pgo.name(), "ringway-pgo");
+        assert!(pgo.is_ringway() && !ProxyKind::Floor.is_ringway());
     }
 }

@@ -33,7 +33,7 @@ pub struct ProxySpec<'a> {
 /// its few settings as arguments; its "config" is a note of them).
 pub fn write_config(spec: &ProxySpec) -> io::Result<PathBuf> {
     let (name, text) = match spec.kind {
-        ProxyKind::Ringway => ("ringway.toml", ringway_config(spec)),
+        ProxyKind::Ringway | ProxyKind::RingwayPgo => ("ringway.toml", ringway_config(spec)),
         ProxyKind::Nginx => ("nginx.conf", nginx_config(spec)),
         ProxyKind::Haproxy => ("haproxy.cfg", haproxy_config(spec)),
         ProxyKind::Floor => ("floor.args", floor_args(spec).join(" ")),
@@ -187,7 +187,7 @@ pub fn start(spec: &ProxySpec, deadline: Duration) -> Result<RunningProxy, Strin
         write_config(spec).map_err(|e| format!("writing {} config: {e}", spec.kind.name()))?;
     let mut cmd = Command::new(spec.bin);
     match spec.kind {
-        ProxyKind::Ringway => {
+        ProxyKind::Ringway | ProxyKind::RingwayPgo => {
             cmd.arg("--config").arg(&cfg);
         }
         ProxyKind::Nginx => {
@@ -337,6 +337,7 @@ mod tests {
         let dir = std::env::temp_dir();
         for kind in [
             ProxyKind::Ringway,
+            ProxyKind::RingwayPgo,
             ProxyKind::Nginx,
             ProxyKind::Haproxy,
             ProxyKind::Floor,
@@ -351,7 +352,7 @@ mod tests {
                 conns: 200,
             };
             let text = match kind {
-                ProxyKind::Ringway => ringway_config(&spec),
+                ProxyKind::Ringway | ProxyKind::RingwayPgo => ringway_config(&spec),
                 ProxyKind::Nginx => nginx_config(&spec),
                 ProxyKind::Haproxy => haproxy_config(&spec),
                 ProxyKind::Floor => floor_args(&spec).join(" "),

@@ -16,6 +16,7 @@ type R<T> = Result<T, String>;
 fn color(p: ProxyKind) -> RGBColor {
     match p {
         ProxyKind::Ringway => RGBColor(214, 69, 65),
+        ProxyKind::RingwayPgo => RGBColor(237, 145, 33),
         ProxyKind::Nginx => RGBColor(46, 139, 87),
         ProxyKind::Haproxy => RGBColor(52, 101, 164),
         ProxyKind::Floor => RGBColor(150, 150, 150),

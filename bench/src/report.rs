@@ -398,15 +398,16 @@ pub fn markdown(
         );
         let _ = writeln!(
             o,
-            "| target | cell | Ringway | better peer | ratio | limit | result |"
+            "| target | cell | build | Ringway | better peer | ratio | limit | result |"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
         for t in targets {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 t.name,
                 t.cell,
+                t.build,
                 t.ringway
                     .map(|v| format!("{v:.3}"))
                     .unwrap_or_else(|| "–".into()),

@@ -20,6 +20,7 @@ pub struct Ctx {
     pub plan: Plan,
     pub proxies: Vec<ProxyKind>,
     pub ringway: PathBuf,
+    pub ringway_pgo: PathBuf,
     pub loadgen: PathBuf,
     pub nginx: PathBuf,
     pub haproxy: PathBuf,
@@ -39,6 +40,7 @@ impl Ctx {
     fn proxy_bin(&self, k: ProxyKind) -> &Path {
         match k {
             ProxyKind::Ringway => &self.ringway,
+            ProxyKind::RingwayPgo => &self.ringway_pgo,
             ProxyKind::Nginx => &self.nginx,
             ProxyKind::Haproxy => &self.haproxy,
             ProxyKind::Floor => &self.loadgen,

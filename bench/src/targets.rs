@@ -39,6 +39,8 @@ pub struct Target {
 pub struct TargetResult {
     pub name: String,
     pub cell: String,
+    /// Which Ringway build the figure is from (`ringway`, `ringway-pgo`).
+    pub build: String,
     pub ringway: Option<f64>,
     pub peer: Option<(String, f64)>,
     pub ratio: Option<f64>,
@@ -98,13 +100,26 @@ pub fn check(f: &TargetsFile, summary: &[CellSummary]) -> Vec<TargetResult> {
                 // The cell was not part of this run (filtered out): nothing to judge.
                 continue;
             };
-            out.push(judge(t, cell));
+            // Each Ringway build in the run is judged on its own; a run with neither
+            // still reports the plain build's target as missed.
+            let mut builds: Vec<ProxyKind> = cell
+                .proxies
+                .iter()
+                .map(|p| p.proxy)
+                .filter(|k| k.is_ringway())
+                .collect();
+            if builds.is_empty() {
+                builds.push(ProxyKind::Ringway);
+            }
+            for b in builds {
+                out.push(judge(t, cell, b));
+            }
         }
     }
     out
 }
 
-fn judge(t: &Target, cell: &CellSummary) -> TargetResult {
+fn judge(t: &Target, cell: &CellSummary, build: ProxyKind) -> TargetResult {
     let mut limits = Vec::new();
     if let Some(r) = t.max_ratio {
         limits.push(format!("≤ {r}x"));
@@ -118,6 +133,7 @@ fn judge(t: &Target, cell: &CellSummary) -> TargetResult {
     let mut res = TargetResult {
         name: t.name.clone(),
         cell: cell.id.clone(),
+        build: build.name().to_string(),
         ringway: None,
         peer: None,
         ratio: None,
@@ -130,7 +146,7 @@ fn judge(t: &Target, cell: &CellSummary) -> TargetResult {
             .find(|p| p.proxy == k)
             .and_then(|p| metric(t, Some(p)).ok().flatten().map(|a| (p, a.median)))
     };
-    let Some((_, rw)) = get(ProxyKind::Ringway) else {
+    let Some((_, rw)) = get(build) else {
         res.status = "MISSED (no Ringway figure)".into();
         return res;
     };

@@ -437,7 +437,7 @@ upstream = "svc"
 #[test]
 fn example_gateway_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+    let out = std::process::Command::new(gateway_common::bin())
         .arg("check")
         .arg(path)
         .output()

@@ -18,8 +18,13 @@ use std::time::{Duration, Instant};
 /// Generous bound for anything that should happen "soon"; only ever a failure deadline.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// The binary under test: cargo's build of this checkout, or `RINGWAY_TEST_BIN` to run the
+/// same suite against another build of it (the PGO one from `bench/pgo-build`).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ringway")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("RINGWAY_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ringway").into())
+    })
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `within`.

@@ -20,7 +20,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 #[path = "../common/process.rs"]
 mod process;
-pub use process::TempDir;
+#[allow(unused_imports)] // bin: only the suites that run `ringway check` on a file use it
+pub use process::{bin, TempDir};
 
 /// A running proxy (the shared process harness); its listener address comes from the
 /// "listening on" line.
@@ -53,7 +54,7 @@ impl Ringway {
 pub fn check(text: &str) -> (bool, String) {
     let dir = TempDir::new();
     let p = dir.write("c.toml", text);
-    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+    let out = Command::new(process::bin())
         .arg("check")
         .arg(&p)
         .output()

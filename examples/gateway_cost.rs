@@ -38,7 +38,7 @@ fn main() {
     let config = ringway::config::parse(CONFIG, "<bench>").expect("valid config");
     let gateway = CoreGateway::new(&config);
     let gw = gateway.route(0).expect("route 0 has filters");
-    let worker = WorkerCtx::new(0);
+    let worker = WorkerCtx::new(0, false); // no forwarding here: the driver flag is unused
     let info = ClientInfo::new(std::net::Ipv4Addr::LOCALHOST.into());
     let limits = Limits {
         max_request_line: 8192,

@@ -673,7 +673,7 @@ mod size_tests {
             let c = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
             let cfg = std::sync::Arc::new(crate::config::builtin());
             let published = crate::upstream::published::Published::build(&cfg, None);
-            let w = std::rc::Rc::new(super::state::WorkerCtx::new(0));
+            let w = std::rc::Rc::new(super::state::WorkerCtx::new(0, false));
             let cell = std::rc::Rc::new(super::state::StateCell::new(
                 super::state::CoreState::new(cfg, published, w, None),
             ));

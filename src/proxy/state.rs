@@ -37,7 +37,7 @@ pub struct WorkerCtx {
 }
 
 impl WorkerCtx {
-    pub fn new(id: usize) -> Self {
+    pub fn new(id: usize, uring: bool) -> Self {
         // Distinct per process start and per worker, so ids from a restarted proxy differ too.
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -53,6 +53,7 @@ impl WorkerCtx {
                 digits.copy_from_slice(&crate::http::fmt::hex16(prefix)[8..]);
                 digits
             },
+            uring,
             ..Default::default()
         }
     }
@@ -233,7 +234,7 @@ mod tests {
     /// The control tick's trim returns a burst's idle buffers a few at a time, and only those.
     #[test]
     fn idle_spare_buffers_are_trimmed_gradually() {
-        let w = WorkerCtx::new(0);
+        let w = WorkerCtx::new(0, false);
         let burst: Vec<_> = (0..100).map(|_| w.take_buf(4096)).collect();
         for b in burst {
             w.give_buf(b);

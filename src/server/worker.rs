@@ -65,9 +65,7 @@ async fn worker_main(
     shared: Arc<Shared>,
     uring: bool,
 ) -> Result<WorkerReport, String> {
-    let mut ctx = WorkerCtx::new(id);
-    ctx.uring = uring;
-    let ctx = Rc::new(ctx);
+    let ctx = Rc::new(WorkerCtx::new(id, uring));
     let mut generation = shared.generation.load(Ordering::Acquire);
     let snap = shared.current();
     let protocols: Vec<Protocol> = snap.config.listeners.iter().map(|l| l.protocol).collect();

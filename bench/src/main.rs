@@ -108,7 +108,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             .ringway
             .clone()
             .unwrap_or_else(|| root.join("target/release/ringway")),
-        ringway_pgo: ringway_pgo_path(&args, &root),
+        ringway_pgo: pgo,
         loadgen: args
             .loadgen
             .clone()

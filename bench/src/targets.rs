@@ -202,6 +202,96 @@ fn judge(t: &Target, cell: &CellSummary, build: ProxyKind) -> TargetResult {
 mod tests {
     use super::*;
 
+    fn summary(proxy: ProxyKind, user_us: f64) -> ProxySummary {
+        let a = Agg::of(vec![user_us]);
+        ProxySummary {
+            proxy,
+            runs_ok: 1,
+            runs_failed: 0,
+            first_error: None,
+            rps: None,
+            p50_us: None,
+            p90_us: None,
+            p99_us: None,
+            p999_us: None,
+            user_us_per_req: a,
+            sys_us_per_req: None,
+            total_us_per_req: None,
+            rss_mib: None,
+            upstream_opened: None,
+            reuse_ratio: None,
+            errors: None,
+            proxy_busy: None,
+            load_busy: None,
+            core_busy: Vec::new(),
+            bottleneck: "proxy".into(),
+            disturbed_runs: 0,
+            idle_bytes_per_conn: None,
+            idle_opened: None,
+            percentiles: Vec::new(),
+        }
+    }
+
+    fn cell(proxies: Vec<ProxySummary>) -> CellSummary {
+        CellSummary {
+            id: "closed-c50".into(),
+            scenario: crate::cli::ScenarioKind::Closed,
+            label: "closed loop, 50 conns".into(),
+            skipped: None,
+            proxies,
+        }
+    }
+
+    fn user_target() -> TargetsFile {
+        TargetsFile {
+            targets: vec![Target {
+                name: "user".into(),
+                metric: "user_us_per_req".into(),
+                cells: vec!["closed-c50".into()],
+                max_ratio: Some(0.5),
+                min_ratio: None,
+                max_abs: Some(1.0),
+                only_proxy_bound: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn each_ringway_build_is_judged_on_its_own_figure() {
+        let c = cell(vec![
+            summary(ProxyKind::Ringway, 1.2),
+            summary(ProxyKind::RingwayPgo, 0.8),
+            summary(ProxyKind::Nginx, 3.0),
+            summary(ProxyKind::Haproxy, 4.0),
+            summary(ProxyKind::Floor, 0.1),
+        ]);
+        let r = check(&user_target(), &[c]);
+        let got: Vec<(&str, Option<f64>, bool)> = r
+            .iter()
+            .map(|t| (t.build.as_str(), t.ringway, t.missed()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("ringway", Some(1.2), true),
+                ("ringway-pgo", Some(0.8), false)
+            ]
+        );
+        // The peer is the better of nginx and HAProxy, never the floor or the other build.
+        assert!(r.iter().all(|t| t.peer == Some(("nginx".into(), 3.0))));
+    }
+
+    #[test]
+    fn a_cell_without_ringway_misses_the_plain_build() {
+        let r = check(
+            &user_target(),
+            &[cell(vec![summary(ProxyKind::Nginx, 3.0)])],
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].build, "ringway");
+        assert!(r[0].missed(), "{:?}", r[0]);
+    }
+
     #[test]
     fn shipped_targets_parse() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("targets.toml");

@@ -437,16 +437,8 @@ upstream = "svc"
 #[test]
 fn example_gateway_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml");
-    let out = std::process::Command::new(gateway_common::bin())
-        .arg("check")
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, output) = gateway_common::check_file(std::path::Path::new(path));
+    assert!(ok, "{output}");
 }
 
 #[test]

@@ -20,8 +20,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 #[path = "../common/process.rs"]
 mod process;
-#[allow(unused_imports)] // bin: only the suites that run `ringway check` on a file use it
-pub use process::{bin, TempDir};
+pub use process::TempDir;
 
 /// A running proxy (the shared process harness); its listener address comes from the
 /// "listening on" line.
@@ -53,10 +52,14 @@ impl Ringway {
 /// `ringway check FILE` on `text`: (exit ok, stdout + stderr).
 pub fn check(text: &str) -> (bool, String) {
     let dir = TempDir::new();
-    let p = dir.write("c.toml", text);
+    check_file(&dir.write("c.toml", text))
+}
+
+/// `ringway check FILE`: (exit ok, stdout + stderr).
+pub fn check_file(path: &std::path::Path) -> (bool, String) {
     let out = Command::new(process::bin())
         .arg("check")
-        .arg(&p)
+        .arg(path)
         .output()
         .unwrap();
     (

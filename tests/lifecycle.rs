@@ -1,7 +1,7 @@
 //! Process lifecycle of the real binary: SIGTERM drain (an in-flight request completes, new
 //! connections are refused, exit 0 with per-worker statistics), `ringway check` on broken and
 //! valid files (including the shipped `config/*.toml`), refusing a port another process holds,
-//! and the built-in default config's welcome page.
+//! and the built-in default config's welcome page; the transparent-huge-page switch.
 
 mod common;
 
@@ -100,6 +100,12 @@ fn check_names_the_broken_key_and_exits_1() {
             "[[listener]]\nbind = \"127.0.0.1:0\"\n[upstream.app]\nservers = [\"not an address\"]\n\
              [[route]]\nupstream = \"app\"\n",
             "upstream.app.servers",
+        ),
+        (
+            "bad-huge-pages.toml",
+            "[runtime]\ntransparent_huge_pages = \"no\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n\
+             [[route]]\nrespond = { status = 200 }\n",
+            "runtime.transparent_huge_pages",
         ),
     ];
     for (name, text, key) in cases {
@@ -327,4 +333,37 @@ fn sighup_reloads_the_config_and_refuses_a_broken_one() {
         "v2",
         "a broken reload replaced the config"
     );
+}
+
+/// `THP_enabled` of /proc/PID/status: 0 once the process has turned transparent huge pages off.
+fn thp_enabled(pid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no THP_enabled in /proc/PID/status:\n{status}"))
+}
+
+#[test]
+fn transparent_huge_pages_follow_the_runtime_key() {
+    let up = Upstream::start("a");
+    let base = simple_config(&[up.addr], "", "");
+    // By default Ringway leaves the setting as it found it (inherited from this process).
+    let inherited = thp_enabled("self");
+    for (setting, expected) in [
+        ("", inherited.as_str()),
+        ("transparent_huge_pages = false\n", "0"),
+    ] {
+        let config = base.replacen("[runtime]\n", &format!("[runtime]\n{setting}"), 1);
+        let mut rw = Ringway::start(&config);
+        let r = raw_exchange(
+            rw.addr(),
+            b"GET /thp HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.text(), "a GET /thp", "{setting:?}");
+        assert_eq!(thp_enabled(&rw.pid().to_string()), expected, "{setting:?}");
+        let (status, stderr) = rw.stop();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+    }
 }

@@ -281,6 +281,7 @@ impl Validator<'_> {
                 Duration::from_secs(30),
             )?,
             uring_entries,
+            transparent_huge_pages: r.transparent_huge_pages.unwrap_or(true),
         })
     }
 

@@ -27,6 +27,8 @@ pub struct Runtime {
     pub cpus: Vec<usize>,
     pub drain_timeout: Duration,
     pub uring_entries: u32,
+    /// Whether the heap may be backed by transparent huge pages (see `server::memory`).
+    pub transparent_huge_pages: bool,
 }
 
 /// Client-side HTTP limits and deadlines.

@@ -48,6 +48,7 @@ pub struct RawRuntime {
     pub cpus: Option<Vec<i64>>,
     pub drain_timeout: Option<String>,
     pub uring_entries: Option<i64>,
+    pub transparent_huge_pages: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -2,6 +2,7 @@
 //! the control loop on the main thread (SIGHUP reload, SIGTERM/SIGINT drain, SIGQUIT fast stop).
 
 mod listener;
+mod memory;
 mod runtime;
 mod stop;
 mod worker;
@@ -54,6 +55,7 @@ impl Shared {
 /// Runs Ringway until it is told to stop. `path` is re-read on SIGHUP (None: built-in config).
 pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     let config = Arc::new(config);
+    memory::apply(config.runtime.transparent_huge_pages);
     let workers = config.runtime.workers;
     let (sockets, bound) = listener::bind_all(&config.listeners, workers)?;
     // Registered before workers start so that no signal finds the default (fatal) action.
@@ -163,8 +165,9 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Option<Probes> {
                 .map(|l| l.bind)
                 .ne(old.listeners.iter().map(|l| l.bind))
                 || new.runtime.workers != old.runtime.workers
+                || new.runtime.transparent_huge_pages != old.runtime.transparent_huge_pages
             {
-                eprintln!("ringway: reload: listener and worker changes need a restart; applying the rest");
+                eprintln!("ringway: reload: listener, worker and huge-page changes need a restart; applying the rest");
             }
             let published = Published::build(&new, Some(&current.published));
             let probes = Probes::start(&new, &published);

@@ -159,6 +159,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 body: 0,
                 chunk: 0,
                 idle: false,
+                huge_pages: true,
             },
             skipped: Some("Ringway has no TLS termination yet; this cell runs once it does".into()),
             runs: Vec::new(),

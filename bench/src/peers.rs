@@ -27,6 +27,8 @@ pub struct ProxySpec<'a> {
     pub cpus: &'a [usize],
     /// Client connections the cell opens; pools and limits are sized from it.
     pub conns: usize,
+    /// Ringway's `runtime.transparent_huge_pages`.
+    pub huge_pages: bool,
 }
 
 /// Writes the proxy's config file into `spec.dir` and returns its path (the floor relay takes
@@ -48,12 +50,18 @@ fn ringway_config(s: &ProxySpec) -> String {
     let servers: Vec<String> = s.upstreams.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         "# Written by bench: one worker per proxy CPU, round-robin over the upstreams.\n\
-         [runtime]\nworkers = {}\ncpus = [{}]\n\n\
+         [runtime]\nworkers = {}\ncpus = [{}]\n{}\n\
          [[listener]]\nbind = \"{}\"\n\n\
          [upstream.backend]\nservers = [{}]\nbalance = \"round_robin\"\nmax_idle = {}\n\n\
          [[route]]\nupstream = \"backend\"\n",
         s.cpus.len().max(1),
         cpus.join(", "),
+        // Written only when off, so the file stays the one every earlier run used.
+        if s.huge_pages {
+            ""
+        } else {
+            "transparent_huge_pages = false\n"
+        },
         s.listen,
         servers.join(", "),
         s.conns.max(1024),
@@ -350,6 +358,7 @@ mod tests {
                 upstreams: &ups,
                 cpus: &[0],
                 conns: 200,
+                huge_pages: true,
             };
             let text = match kind {
                 ProxyKind::Ringway | ProxyKind::RingwayPgo => ringway_config(&spec),
@@ -360,5 +369,24 @@ mod tests {
             assert!(text.contains("127.0.0.1:9002"), "{text}");
             assert!(text.contains("127.0.0.1:8000"), "{text}");
         }
+    }
+
+    /// Only the huge-pages-off idle cell writes the key, as `false`.
+    #[test]
+    fn ringway_config_turns_huge_pages_off_only_when_asked() {
+        let ups: [SocketAddr; 1] = ["127.0.0.1:9001".parse().unwrap()];
+        let dir = std::env::temp_dir();
+        let spec = |huge_pages| ProxySpec {
+            kind: ProxyKind::Ringway,
+            bin: Path::new("x"),
+            dir: &dir,
+            listen: "127.0.0.1:8000".parse().unwrap(),
+            upstreams: &ups,
+            cpus: &[0],
+            conns: 10,
+            huge_pages,
+        };
+        assert!(!ringway_config(&spec(true)).contains("transparent_huge_pages"));
+        assert!(ringway_config(&spec(false)).contains("transparent_huge_pages = false\n"));
     }
 }

@@ -172,6 +172,10 @@ pub fn run_cell(ctx: &mut Ctx, cell: &Cell) -> CellResult {
             if (cell.idle || cell.chunk > 0) && proxy == ProxyKind::Floor {
                 continue;
             }
+            // Only Ringway has the switch; the peers' figure is the plain idle cell's.
+            if !cell.huge_pages && !proxy.is_ringway() {
+                continue;
+            }
             let mut attempt = 0;
             loop {
                 let r = run_once(ctx, cell, proxy, rep, attempt);
@@ -274,6 +278,7 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
         upstreams: &addrs,
         cpus: &ctx.proxy_cpus,
         conns: cell.conns,
+        huge_pages: cell.huge_pages,
     };
     let running = match peers::start(&spec, Duration::from_secs(10)) {
         Ok(p) => p,

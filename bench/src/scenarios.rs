@@ -83,6 +83,9 @@ pub struct Cell {
     /// When not 0, the upstream sends the body chunked, in chunks of this size.
     pub chunk: usize,
     pub idle: bool,
+    /// Ringway runs with its default `runtime.transparent_huge_pages = true`; false for the
+    /// idle cell that shows its memory without them (only Ringway runs that cell).
+    pub huge_pages: bool,
 }
 
 /// Chunk size of the chunked-body cells: what streaming application servers commonly emit.
@@ -109,6 +112,7 @@ impl Cell {
             body,
             chunk: 0,
             idle: false,
+            huge_pages: true,
         }
     }
 
@@ -123,6 +127,7 @@ impl Cell {
             body,
             chunk: BODY_CHUNK,
             idle: false,
+            huge_pages: true,
         }
     }
 
@@ -141,6 +146,7 @@ impl Cell {
             body: 0,
             chunk: 0,
             idle: false,
+            huge_pages: true,
         }
     }
 
@@ -154,6 +160,18 @@ impl Cell {
             body: 0,
             chunk: 0,
             idle: true,
+            huge_pages: true,
+        }
+    }
+
+    /// The idle cell again, with Ringway's transparent huge pages off: the memory an operator
+    /// gets for the CPU that huge pages save (`runtime.transparent_huge_pages`).
+    pub fn idle_without_huge_pages(n: usize) -> Cell {
+        Cell {
+            id: format!("idle-{n}-no-thp"),
+            label: format!("{n} idle keep-alive connections, Ringway without huge pages"),
+            huge_pages: false,
+            ..Cell::idle(n)
         }
     }
 }
@@ -179,6 +197,7 @@ pub fn fixed_cells(p: &Plan) -> Vec<Cell> {
     }
     if p.has(ScenarioKind::Idle) {
         v.push(Cell::idle(p.idle_conns));
+        v.push(Cell::idle_without_huge_pages(p.idle_conns));
     }
     v
 }

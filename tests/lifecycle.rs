@@ -363,6 +363,23 @@ fn transparent_huge_pages_follow_the_runtime_key() {
         );
         assert_eq!(r.text(), "a GET /thp", "{setting:?}");
         assert_eq!(thp_enabled(&rw.pid().to_string()), expected, "{setting:?}");
+        if setting.is_empty() {
+            // Process-wide and set at start: a reload that changes it says so and keeps it.
+            let path = rw.config_path.clone().unwrap();
+            // The bind address stays as written ("port 0"), so that only this key differs.
+            let changed = config.replacen(
+                "[runtime]\n",
+                "[runtime]\ntransparent_huge_pages = false\n",
+                1,
+            );
+            std::fs::write(&path, changed).unwrap();
+            rw.signal("HUP");
+            wait_for(DEADLINE, "the reload", || {
+                rw.stderr().contains("reloaded").then_some(())
+            });
+            assert!(rw.stderr().contains("need a restart"), "{}", rw.stderr());
+            assert_eq!(thp_enabled(&rw.pid().to_string()), expected);
+        }
         let (status, stderr) = rw.stop();
         assert_eq!(status.code(), Some(0), "{stderr}");
     }

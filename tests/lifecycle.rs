@@ -335,22 +335,14 @@ fn sighup_reloads_the_config_and_refuses_a_broken_one() {
     );
 }
 
-/// `THP_enabled` of /proc/PID/status: 0 once the process has turned transparent huge pages off.
-fn thp_enabled(pid: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| panic!("no THP_enabled in /proc/PID/status:\n{status}"))
-}
-
 #[test]
 fn transparent_huge_pages_follow_the_runtime_key() {
     let up = Upstream::start("a");
     let base = simple_config(&[up.addr], "", "");
-    // By default Ringway leaves the setting as it found it (inherited from this process).
-    let inherited = thp_enabled("self");
+    // `THP_enabled` reads 0 once a process has turned transparent huge pages off. By default
+    // Ringway leaves the setting as it found it (inherited from this process).
+    let thp_enabled = |rw: &Ringway| proc_status(&rw.pid().to_string(), "THP_enabled");
+    let inherited = proc_status("self", "THP_enabled");
     for (setting, expected) in [
         ("", inherited.as_str()),
         ("transparent_huge_pages = false\n", "0"),
@@ -362,7 +354,7 @@ fn transparent_huge_pages_follow_the_runtime_key() {
             b"GET /thp HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
         );
         assert_eq!(r.text(), "a GET /thp", "{setting:?}");
-        assert_eq!(thp_enabled(&rw.pid().to_string()), expected, "{setting:?}");
+        assert_eq!(thp_enabled(&rw), expected, "{setting:?}");
         if setting.is_empty() {
             // Process-wide and set at start: a reload that changes it says so and keeps it.
             let path = rw.config_path.clone().unwrap();
@@ -378,7 +370,7 @@ fn transparent_huge_pages_follow_the_runtime_key() {
                 rw.stderr().contains("reloaded").then_some(())
             });
             assert!(rw.stderr().contains("need a restart"), "{}", rw.stderr());
-            assert_eq!(thp_enabled(&rw.pid().to_string()), expected);
+            assert_eq!(thp_enabled(&rw), expected);
         }
         let (status, stderr) = rw.stop();
         assert_eq!(status.code(), Some(0), "{stderr}");

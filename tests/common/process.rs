@@ -254,14 +254,18 @@ impl Ringway {
 
     /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
     pub fn proc_status_kib(&self, field: &str) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        for line in text.lines() {
-            if let Some(v) = line.strip_prefix(field).and_then(|v| v.strip_prefix(':')) {
-                return v.trim().trim_end_matches("kB").trim().parse().unwrap();
-            }
-        }
-        panic!("{field} not in /proc/PID/status");
+        let v = proc_status(&self.pid().to_string(), field);
+        v.trim_end_matches("kB").trim().parse().unwrap()
     }
+}
+
+/// A field of /proc/PID/status as written, trimmed (`pid` may be "self").
+pub fn proc_status(pid: &str, field: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|v| v.strip_prefix(':')))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status:\n{text}"))
 }
 
 impl Drop for Ringway {

@@ -368,25 +368,15 @@ mod tests {
             };
             assert!(text.contains("127.0.0.1:9002"), "{text}");
             assert!(text.contains("127.0.0.1:8000"), "{text}");
+            // Only the huge-pages-off idle cell writes the key, as `false`.
+            if kind.is_ringway() {
+                assert!(!text.contains("transparent_huge_pages"), "{text}");
+                let off = ringway_config(&ProxySpec {
+                    huge_pages: false,
+                    ..spec
+                });
+                assert!(off.contains("transparent_huge_pages = false\n"), "{off}");
+            }
         }
-    }
-
-    /// Only the huge-pages-off idle cell writes the key, as `false`.
-    #[test]
-    fn ringway_config_turns_huge_pages_off_only_when_asked() {
-        let ups: [SocketAddr; 1] = ["127.0.0.1:9001".parse().unwrap()];
-        let dir = std::env::temp_dir();
-        let spec = |huge_pages| ProxySpec {
-            kind: ProxyKind::Ringway,
-            bin: Path::new("x"),
-            dir: &dir,
-            listen: "127.0.0.1:8000".parse().unwrap(),
-            upstreams: &ups,
-            cpus: &[0],
-            conns: 10,
-            huge_pages,
-        };
-        assert!(!ringway_config(&spec(true)).contains("transparent_huge_pages"));
-        assert!(ringway_config(&spec(false)).contains("transparent_huge_pages = false\n"));
     }
 }

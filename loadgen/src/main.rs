@@ -3,6 +3,7 @@
 
 mod client;
 mod http;
+mod raw_relay;
 mod relay;
 mod report;
 mod runtime;
@@ -42,6 +43,9 @@ enum Cmd {
     /// Featureless HTTP/1.1 relay (one upstream connection per client, heads forwarded as is):
     /// the floor of proxy CPU per request that `bench` reports next to the proxies.
     Relay(RelayArgs),
+    /// The same relay written directly on io_uring, without an async runtime: the user-space
+    /// CPU floor of relaying a request, to tell runtime overhead from the work itself.
+    RawRelay(RelayArgs),
 }
 
 #[derive(Args)]
@@ -228,6 +232,11 @@ fn raise_fd_limit() {
     }
 }
 
+fn relay_cmd(raw: bool, a: RelayArgs) -> Result<(), String> {
+    let threads = threads_for(a.threads, &a.cpus);
+    relay::relay(raw, a.bind, a.upstream, threads, a.cpus.map(|c| c.0))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     raise_fd_limit();
@@ -245,12 +254,8 @@ fn main() -> ExitCode {
             reset_every: a.reset_every,
             count: a.count,
         }),
-        Some(Cmd::Relay(a)) => relay::relay(
-            a.bind,
-            a.upstream,
-            threads_for(a.threads, &a.cpus),
-            a.cpus.map(|c| c.0),
-        ),
+        Some(Cmd::Relay(a)) => relay_cmd(false, a),
+        Some(Cmd::RawRelay(a)) => relay_cmd(true, a),
         None => run(cli.run),
     };
     match res {

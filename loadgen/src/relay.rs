@@ -16,7 +16,10 @@ use crate::runtime;
 
 const BUF: usize = 16 * 1024;
 
+/// Runs `relay` (on monoio) or, with `raw`, `raw-relay` (io_uring by hand, `crate::raw_relay`)
+/// until killed.
 pub fn relay(
+    raw: bool,
     bind: SocketAddr,
     upstreams: Vec<SocketAddr>,
     threads: usize,
@@ -26,29 +29,24 @@ pub fn relay(
     let local = listener
         .local_addr()
         .map_err(|e| format!("listener: {e}"))?;
-    // The same ring setup as Ringway's workers, so the floor is comparable. Set before any
-    // thread starts.
-    if std::env::var_os("LOADGEN_URING").is_none() {
-        std::env::set_var("LOADGEN_URING", "coop");
-    }
-    let upstreams: &'static [SocketAddr] = Vec::leak(upstreams);
-    let mut handles = Vec::new();
-    for t in 0..threads.max(1) {
-        let l = listener.try_clone().map_err(|e| format!("listener: {e}"))?;
-        let cpu = cpus.as_ref().map(|c| c[t % c.len()]);
-        let h = std::thread::Builder::new()
-            .name(format!("relay-{t}"))
-            .spawn(move || {
-                let r = runtime::run_pinned(cpu, 1024, || accept_loop(l, upstreams));
-                if let Err(e) = r {
-                    eprintln!("error: relay thread {t}: {e}");
-                }
-            })
-            .map_err(|e| format!("spawning thread: {e}"))?;
-        handles.push(h);
-    }
-    drop(listener);
-    println!("listening on {local}");
+    let handles = if raw {
+        crate::raw_relay::spawn(listener, upstreams, threads, cpus.as_deref())?
+    } else {
+        // The same ring setup as Ringway's workers, so the floor is comparable. Set before any
+        // thread starts.
+        if std::env::var_os("LOADGEN_URING").is_none() {
+            std::env::set_var("LOADGEN_URING", "coop");
+        }
+        let upstreams: &'static [SocketAddr] = Vec::leak(upstreams);
+        crate::serve::spawn_accepters(
+            listener,
+            threads,
+            cpus.as_deref(),
+            "relay",
+            move |l, cpu| runtime::run_pinned(cpu, 1024, || accept_loop(l, upstreams)),
+        )?
+    };
+    crate::serve::announce(local);
     for h in handles {
         let _ = h.join();
     }

@@ -146,28 +146,14 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
             libc::pthread_sigmask(libc::SIG_BLOCK, &sigs, std::ptr::null_mut());
         }
     }
-    let threads = cfg.threads.max(1);
-    let mut handles = Vec::new();
-    for t in 0..threads {
-        let l = listener.try_clone().map_err(|e| format!("listener: {e}"))?;
-        let cpu = cfg.cpus.as_ref().map(|c| c[t % c.len()]);
-        let h = std::thread::Builder::new()
-            .name(format!("serve-{t}"))
-            .spawn(move || {
-                let r = runtime::run_pinned(cpu, 1024, || accept_loop(l, shared));
-                if let Err(e) = r {
-                    eprintln!("error: serve thread {t}: {e}");
-                }
-            })
-            .map_err(|e| format!("spawning thread: {e}"))?;
-        handles.push(h);
-    }
-    drop(listener);
-    // Printed only once every thread could be spawned; tests and the harness wait on this line.
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "listening on {local}");
-    let _ = out.flush();
-    drop(out);
+    let handles = spawn_accepters(
+        listener,
+        cfg.threads,
+        cfg.cpus.as_deref(),
+        "serve",
+        move |l, cpu| runtime::run_pinned(cpu, 1024, || accept_loop(l, shared)),
+    )?;
+    announce(local);
     if cfg.count {
         let mut sig = 0;
         // SAFETY: the set was initialised above; `sig` is a valid out-pointer.
@@ -389,4 +375,45 @@ async fn connection(mut s: TcpStream, sh: &'static Shared) {
             return;
         }
     }
+}
+
+/// Starts `threads` (at least one) named threads, each pinned by `body` to its CPU from `cpus`
+/// (taken in turn) and serving a clone of `listener`, which is closed here once every thread
+/// holds its own. A thread's error is printed, not returned: the others keep serving.
+pub fn spawn_accepters<F, E>(
+    listener: std::net::TcpListener,
+    threads: usize,
+    cpus: Option<&[usize]>,
+    name: &str,
+    body: F,
+) -> Result<Vec<std::thread::JoinHandle<()>>, String>
+where
+    F: Fn(std::net::TcpListener, Option<usize>) -> Result<(), E> + Clone + Send + 'static,
+    E: std::fmt::Display,
+{
+    let mut handles = Vec::new();
+    for t in 0..threads.max(1) {
+        let l = listener.try_clone().map_err(|e| format!("listener: {e}"))?;
+        let cpu = cpus.map(|c| c[t % c.len()]);
+        let body = body.clone();
+        let what = format!("{name}-{t}");
+        let h = std::thread::Builder::new()
+            .name(what.clone())
+            .spawn(move || {
+                if let Err(e) = body(l, cpu) {
+                    eprintln!("error: thread {what}: {e}");
+                }
+            })
+            .map_err(|e| format!("spawning thread: {e}"))?;
+        handles.push(h);
+    }
+    Ok(handles)
+}
+
+/// Prints the `listening on ADDR` line, flushed: tests and the harness wait on it, so it comes
+/// only once every thread could be spawned.
+pub fn announce(local: SocketAddr) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "listening on {local}");
+    let _ = out.flush();
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{run_json, u, CountingOrigin, Serve};
+use std::net::SocketAddr;
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
@@ -127,22 +128,92 @@ fn serve_counts_what_it_answered() {
 
 #[test]
 fn relay_passes_every_exchange_through_to_its_upstreams() {
+    passes_every_exchange_through(Serve::relay);
+}
+
+#[test]
+fn raw_relay_passes_every_exchange_through_to_its_upstreams() {
+    passes_every_exchange_through(Serve::raw_relay);
+}
+
+/// 2,000 requests through a relay in front of two upstreams: every byte comes back, and client
+/// connections take the upstreams in turn, so both see traffic.
+fn passes_every_exchange_through(start: fn(&[SocketAddr]) -> Serve) {
     let a = Serve::start(&["--count", "--body-size", "1000"]);
     let b = Serve::start(&["--count", "--body-size", "1000"]);
-    let relay = Serve::relay(&[a.addr, b.addr]);
+    let relay = start(&[a.addr, b.addr]);
     let r = run_json(&["-c", "4", "-n", "2000", &relay.url()]);
     assert_eq!(u(&r, &["responses"]), 2000);
-    assert_eq!(u(&r, &["bytes_read"]), 2000 * (41 + 1000));
-    let served = |s: Serve| -> u64 {
-        let out = s.terminate();
-        out.trim()
-            .strip_prefix("served ")
-            .and_then(|x| x.strip_suffix(" requests"))
-            .and_then(|x| x.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected {out:?}"))
-    };
-    // Client connections take the upstreams in turn, so both see traffic.
+    assert_eq!(u(&r, &["bytes_read"]), 2000 * (head_len(1000) + 1000));
     let (sa, sb) = (served(a), served(b));
     assert_eq!(sa + sb, 2000);
     assert!(sa > 0 && sb > 0, "{sa} / {sb}");
+}
+
+/// What `loadgen serve --count` answered, read from its exit line.
+fn served(s: Serve) -> u64 {
+    let out = s.terminate();
+    out.trim()
+        .strip_prefix("served ")
+        .and_then(|x| x.strip_suffix(" requests"))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected {out:?}"))
+}
+
+/// `serve`'s response head for a Content-Length body of `n` bytes.
+fn head_len(n: usize) -> u64 {
+    format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").len() as u64
+}
+
+#[test]
+fn raw_relay_survives_clients_that_leave_mid_exchange() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    let a = Serve::start(&["--count", "--body-size", "100000"]);
+    let mut relay = Serve::raw_relay(&[a.addr]);
+    let r = run_json(&["-c", "4", "-n", "200", &relay.url()]);
+    assert_eq!(u(&r, &["responses"]), 200);
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let leave = |bytes: &[u8], reset: bool| {
+        let mut s = TcpStream::connect(relay.addr).expect("connect");
+        s.write_all(bytes).expect("write");
+        if reset {
+            // An RST instead of a FIN, so the relay's send fails rather than just succeeding.
+            let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
+        }
+        drop(s);
+    };
+    for reset in [false, true] {
+        leave(b"", reset);
+        leave(&req[..10], reset);
+        // Gone before the (larger than any socket buffer) response is through.
+        leave(req, reset);
+        leave(&req.repeat(3), reset);
+        // A body this relay cannot frame: it closes the connection, nothing else.
+        leave(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", reset);
+    }
+    // Let the relay see all of it before the second run.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(relay.running(), "raw-relay exited");
+    let r = run_json(&["-c", "4", "-n", "300", &relay.url()]);
+    assert_eq!(u(&r, &["responses"]), 300);
+    assert_eq!(u(&r, &["bytes_read"]), 300 * (head_len(100_000) + 100_000));
+    assert!(relay.running(), "raw-relay exited");
+    assert!(served(a) >= 500);
+}
+
+#[test]
+fn raw_relay_passes_responses_larger_than_its_buffer_whole_even_pipelined() {
+    let a = Serve::start(&["--body-size", "100000"]);
+    let relay = Serve::raw_relay(&[a.addr]);
+    for pipeline in ["1", "4"] {
+        let r = run_json(&["-c", "4", "--pipeline", pipeline, "-n", "400", &relay.url()]);
+        assert_eq!(u(&r, &["responses"]), 400, "pipeline {pipeline}");
+        assert_eq!(u(&r, &["errors", "parse"]), 0, "pipeline {pipeline}");
+        assert_eq!(
+            u(&r, &["bytes_read"]),
+            400 * (head_len(100_000) + 100_000),
+            "pipeline {pipeline}"
+        );
+    }
 }

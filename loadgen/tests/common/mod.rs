@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
 
-/// A running `loadgen serve` (or `loadgen relay`), killed on drop.
+/// A running `loadgen serve` (or `loadgen relay` / `raw-relay`), killed on drop.
 pub struct Serve {
     child: Child,
     pub addr: SocketAddr,
@@ -26,12 +26,27 @@ impl Serve {
 
     /// Starts `loadgen relay --bind 127.0.0.1:0` in front of `upstreams`.
     pub fn relay(upstreams: &[SocketAddr]) -> Serve {
+        Self::relay_kind("relay", upstreams)
+    }
+
+    /// Starts `loadgen raw-relay --bind 127.0.0.1:0` (no runtime, io_uring by hand) in front of
+    /// `upstreams`.
+    pub fn raw_relay(upstreams: &[SocketAddr]) -> Serve {
+        Self::relay_kind("raw-relay", upstreams)
+    }
+
+    fn relay_kind(sub: &str, upstreams: &[SocketAddr]) -> Serve {
         let ups: Vec<String> = upstreams.iter().map(|a| a.to_string()).collect();
         let mut args = Vec::new();
         for u in &ups {
             args.extend(["--upstream", u.as_str()]);
         }
-        Self::spawn("relay", &args)
+        Self::spawn(sub, &args)
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     fn spawn(sub: &str, args: &[&str]) -> Serve {

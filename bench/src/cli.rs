@@ -26,12 +26,22 @@ pub enum ProxyKind {
     /// client). Not a peer, and never judged: it shows the CPU per request that this machine
     /// costs any proxy, so absolute figures can be read against it.
     Floor,
+    /// `loadgen raw-relay`: the same relay written on io_uring directly, with no async runtime:
+    /// what is left of the floor without monoio's per-operation and per-task work.
+    #[value(name = "floor-raw")]
+    #[serde(rename = "floor-raw")]
+    FloorRaw,
 }
 
 impl ProxyKind {
     /// Either build of Ringway: both run the same config and are judged against the targets.
     pub fn is_ringway(self) -> bool {
         matches!(self, ProxyKind::Ringway | ProxyKind::RingwayPgo)
+    }
+
+    /// Either featureless relay: shown for reference, never judged.
+    pub fn is_floor(self) -> bool {
+        matches!(self, ProxyKind::Floor | ProxyKind::FloorRaw)
     }
 
     pub fn name(self) -> &'static str {
@@ -41,6 +51,7 @@ impl ProxyKind {
             ProxyKind::Nginx => "nginx",
             ProxyKind::Haproxy => "haproxy",
             ProxyKind::Floor => "floor",
+            ProxyKind::FloorRaw => "floor-raw",
         }
     }
 }

@@ -38,7 +38,7 @@ pub fn write_config(spec: &ProxySpec) -> io::Result<PathBuf> {
         ProxyKind::Ringway | ProxyKind::RingwayPgo => ("ringway.toml", ringway_config(spec)),
         ProxyKind::Nginx => ("nginx.conf", nginx_config(spec)),
         ProxyKind::Haproxy => ("haproxy.cfg", haproxy_config(spec)),
-        ProxyKind::Floor => ("floor.args", floor_args(spec).join(" ")),
+        ProxyKind::Floor | ProxyKind::FloorRaw => ("floor.args", floor_args(spec).join(" ")),
     };
     let path = spec.dir.join(name);
     fs::write(&path, text)?;
@@ -68,9 +68,15 @@ fn ringway_config(s: &ProxySpec) -> String {
     )
 }
 
-/// `loadgen relay` arguments: client connections spread over the upstreams in turn.
+/// `loadgen relay` (or `raw-relay`) arguments: client connections spread over the upstreams in
+/// turn.
 fn floor_args(s: &ProxySpec) -> Vec<String> {
-    let mut args = vec!["relay".to_string(), "--bind".into(), s.listen.to_string()];
+    let sub = if s.kind == ProxyKind::FloorRaw {
+        "raw-relay"
+    } else {
+        "relay"
+    };
+    let mut args = vec![sub.to_string(), "--bind".into(), s.listen.to_string()];
     for u in s.upstreams {
         args.push("--upstream".into());
         args.push(u.to_string());
@@ -206,7 +212,7 @@ pub fn start(spec: &ProxySpec, deadline: Duration) -> Result<RunningProxy, Strin
         ProxyKind::Haproxy => {
             cmd.arg("-f").arg(&cfg).arg("-db");
         }
-        ProxyKind::Floor => {
+        ProxyKind::Floor | ProxyKind::FloorRaw => {
             cmd.args(floor_args(spec));
         }
     }
@@ -349,6 +355,7 @@ mod tests {
             ProxyKind::Nginx,
             ProxyKind::Haproxy,
             ProxyKind::Floor,
+            ProxyKind::FloorRaw,
         ] {
             let spec = ProxySpec {
                 kind,
@@ -364,7 +371,7 @@ mod tests {
                 ProxyKind::Ringway | ProxyKind::RingwayPgo => ringway_config(&spec),
                 ProxyKind::Nginx => nginx_config(&spec),
                 ProxyKind::Haproxy => haproxy_config(&spec),
-                ProxyKind::Floor => floor_args(&spec).join(" "),
+                ProxyKind::Floor | ProxyKind::FloorRaw => floor_args(&spec).join(" "),
             };
             assert!(text.contains("127.0.0.1:9002"), "{text}");
             assert!(text.contains("127.0.0.1:8000"), "{text}");
@@ -376,6 +383,12 @@ mod tests {
                     ..spec
                 });
                 assert!(off.contains("transparent_huge_pages = false\n"), "{off}");
+            }
+            // Each floor runs its own relay.
+            match kind {
+                ProxyKind::Floor => assert!(text.starts_with("relay "), "{text}"),
+                ProxyKind::FloorRaw => assert!(text.starts_with("raw-relay "), "{text}"),
+                _ => {}
             }
         }
     }

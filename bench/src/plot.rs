@@ -20,6 +20,7 @@ fn color(p: ProxyKind) -> RGBColor {
         ProxyKind::Nginx => RGBColor(46, 139, 87),
         ProxyKind::Haproxy => RGBColor(52, 101, 164),
         ProxyKind::Floor => RGBColor(150, 150, 150),
+        ProxyKind::FloorRaw => RGBColor(90, 90, 90),
     }
 }
 

@@ -43,7 +43,7 @@ impl Ctx {
             ProxyKind::RingwayPgo => &self.ringway_pgo,
             ProxyKind::Nginx => &self.nginx,
             ProxyKind::Haproxy => &self.haproxy,
-            ProxyKind::Floor => &self.loadgen,
+            ProxyKind::Floor | ProxyKind::FloorRaw => &self.loadgen,
         }
     }
 
@@ -166,10 +166,10 @@ pub fn run_cell(ctx: &mut Ctx, cell: &Cell) -> CellResult {
     for rep in 0..ctx.plan.reps {
         for i in 0..n {
             let proxy = ctx.proxies[(i + rep) % n];
-            // The floor relay opens an upstream connection per client and holds no state of a
-            // proxy's: its memory per idle connection says nothing (and read as zero). It frames
-            // responses by Content-Length only, so a chunked body is beyond it.
-            if (cell.idle || cell.chunk > 0) && proxy == ProxyKind::Floor {
+            // The floor relays open an upstream connection per client and hold no state of a
+            // proxy's: their memory per idle connection says nothing (and reads as zero). They
+            // frame responses by Content-Length only, so a chunked body is beyond them.
+            if (cell.idle || cell.chunk > 0) && proxy.is_floor() {
                 continue;
             }
             // Only Ringway has the switch; the peers' figure is the plain idle cell's.

@@ -185,17 +185,7 @@ fn many_slow_clients_cost_little_and_block_nobody() {
     let up = upstream();
     let rw = Ringway::start(&config(up.addr, r#"header_timeout = "30s""#, ""));
     assert_eq!(get(rw.addr, "/warm").status, 200);
-    let rss = || -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", rw.pid())).unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap()
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let rss = || rw.rss_kib();
     let before = rss();
     const N: u64 = 400;
     let mut slow = Vec::new();

@@ -44,6 +44,11 @@ impl Ringway {
     pub fn pid(&self) -> u32 {
         self.inner.pid()
     }
+
+    /// The process's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.inner.proc_status_kib("VmRSS")
+    }
 }
 
 /// A config with one worker and one listener on a free port forwarding everything to

@@ -138,7 +138,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
             }
             SIGQUIT => std::process::exit(0),
             SIGHUP => {
-                if let Some(p) = reload(&shared, path.as_deref()) {
+                if let Some(p) = reload(&shared, path.as_deref(), &bound) {
                     _probes = p;
                 }
             }
@@ -150,7 +150,12 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
 }
 
 /// Loads, validates and publishes the config file again; returns the new generation's probes.
-fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Option<Probes> {
+/// `bound` is where each listener ended up (port 0 resolved).
+fn reload(
+    shared: &Shared,
+    path: Option<&std::path::Path>,
+    bound: &[std::net::SocketAddr],
+) -> Option<Probes> {
     let Some(path) = path else {
         eprintln!("ringway: SIGHUP ignored: running the built-in config");
         return None;
@@ -158,16 +163,12 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Option<Probes> {
     match config::load(path) {
         Ok(new) => {
             let current = shared.current();
-            let old = current.config;
-            if new
-                .listeners
-                .iter()
-                .map(|l| l.bind)
-                .ne(old.listeners.iter().map(|l| l.bind))
-                || new.runtime.workers != old.runtime.workers
-                || new.runtime.transparent_huge_pages != old.runtime.transparent_huge_pages
-            {
-                eprintln!("ringway: reload: listener, worker and huge-page changes need a restart; applying the rest");
+            let kept = restart_only_changes(&current.config, &new, bound);
+            if !kept.is_empty() {
+                eprintln!(
+                    "ringway: reload: {} changed, but listener, worker and huge-page changes need a restart; applying the rest",
+                    kept.join(", ")
+                );
             }
             let published = Published::build(&new, Some(&current.published));
             let probes = Probes::start(&new, &published);
@@ -182,5 +183,62 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) -> Option<Probes> {
             eprintln!("ringway: reload refused, still serving the old config: {e}");
             None
         }
+    }
+}
+
+/// The keys whose change a reload cannot apply (the running process keeps the old value), by
+/// name. A listener is unchanged when its new address is the old one as written or the one it
+/// is bound to: a config that names the port a `:0` listener got moves nothing.
+fn restart_only_changes(old: &Config, new: &Config, bound: &[std::net::SocketAddr]) -> Vec<String> {
+    let mut changed = Vec::new();
+    if new.listeners.len() != old.listeners.len() {
+        changed.push("the number of listeners".to_string());
+    }
+    for (i, (n, o)) in new.listeners.iter().zip(&old.listeners).enumerate() {
+        if n.bind != o.bind && bound.get(i) != Some(&n.bind) {
+            changed.push(format!("listener[{i}].bind"));
+        }
+    }
+    if new.runtime.workers != old.runtime.workers {
+        changed.push("runtime.workers".to_string());
+    }
+    if new.runtime.transparent_huge_pages != old.runtime.transparent_huge_pages {
+        changed.push("runtime.transparent_huge_pages".to_string());
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(listen: &str, runtime: &str) -> Config {
+        let text = format!(
+            "[runtime]\n{runtime}\n[[listener]]\nbind = \"{listen}\"\n\n[[route]]\nrespond = {{ status = 200 }}\n"
+        );
+        config::parse(&text, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn a_reload_names_what_needs_a_restart() {
+        let old = cfg("127.0.0.1:0", "workers = 1");
+        let bound = ["127.0.0.1:43210".parse().unwrap()];
+        // As written, or naming the port it got: nothing to restart for.
+        assert!(restart_only_changes(&old, &cfg("127.0.0.1:0", "workers = 1"), &bound).is_empty());
+        assert!(
+            restart_only_changes(&old, &cfg("127.0.0.1:43210", "workers = 1"), &bound).is_empty()
+        );
+        assert_eq!(
+            restart_only_changes(&old, &cfg("127.0.0.1:43211", "workers = 2"), &bound),
+            ["listener[0].bind", "runtime.workers"]
+        );
+        assert_eq!(
+            restart_only_changes(
+                &old,
+                &cfg("127.0.0.1:0", "workers = 1\ntransparent_huge_pages = false"),
+                &bound
+            ),
+            ["runtime.transparent_huge_pages"]
+        );
     }
 }

@@ -37,7 +37,7 @@ unsafe impl GlobalAlloc for Allocator {
         if natural(layout.align(), layout.size()) {
             libmimalloc_sys::mi_malloc(layout.size()) as *mut u8
         } else {
-            mimalloc::MiMalloc.alloc(layout)
+            aligned_alloc(layout)
         }
     }
 
@@ -46,7 +46,7 @@ unsafe impl GlobalAlloc for Allocator {
         if natural(layout.align(), layout.size()) {
             libmimalloc_sys::mi_zalloc(layout.size()) as *mut u8
         } else {
-            mimalloc::MiMalloc.alloc_zeroed(layout)
+            aligned_alloc_zeroed(layout)
         }
     }
 
@@ -60,9 +60,30 @@ unsafe impl GlobalAlloc for Allocator {
         if natural(layout.align(), new_size) {
             libmimalloc_sys::mi_realloc(ptr as *mut c_void, new_size) as *mut u8
         } else {
-            mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+            aligned_realloc(ptr, layout, new_size)
         }
     }
+}
+
+// The over-aligned (or zero-sized) cases, out of line: every allocation site inlines `alloc`,
+// and with these inlined too each site would carry their code between its hot instructions.
+
+#[cold]
+#[inline(never)]
+unsafe fn aligned_alloc(layout: Layout) -> *mut u8 {
+    mimalloc::MiMalloc.alloc(layout)
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn aligned_alloc_zeroed(layout: Layout) -> *mut u8 {
+    mimalloc::MiMalloc.alloc_zeroed(layout)
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn aligned_realloc(ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+    mimalloc::MiMalloc.realloc(ptr, layout, new_size)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod config;
 pub mod deadline;
 pub mod gateway;
+pub mod hint;
 pub mod http;
 pub mod l4;
 pub mod proxy;

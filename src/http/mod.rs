@@ -20,4 +20,12 @@ impl Reject {
     pub const fn new(status: u16, reason: &'static str) -> Self {
         Self { status, reason }
     }
+
+    /// `new` for an error return on the request path: cold, so the branch that rejects is laid
+    /// out away from the parse (see `crate::hint`).
+    #[cold]
+    #[inline(never)]
+    pub fn cold(status: u16, reason: &'static str) -> Self {
+        Self { status, reason }
+    }
 }

@@ -10,6 +10,15 @@ use std::mem::MaybeUninit;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadResponse(pub &'static str);
 
+impl BadResponse {
+    /// For error returns: cold, so the branch is laid out away from the parse (`crate::hint`).
+    #[cold]
+    #[inline(never)]
+    fn cold(why: &'static str) -> Self {
+        BadResponse(why)
+    }
+}
+
 pub struct ResponseHead<'a> {
     pub status: u16,
     pub reason: &'a str,
@@ -39,21 +48,23 @@ pub fn parse<'a>(
     let status = httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut res, buf, slots)
         .map_err(|e| match e {
-            httparse::Error::TooManyHeaders => BadResponse("too many headers in upstream response"),
-            _ => BadResponse("malformed upstream response head"),
+            httparse::Error::TooManyHeaders => {
+                BadResponse::cold("too many headers in upstream response")
+            }
+            _ => BadResponse::cold("malformed upstream response head"),
         })?;
     let head_len = match status {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial if buf.len() >= max_head => {
-            return Err(BadResponse("upstream response head too large"))
+            return Err(BadResponse::cold("upstream response head too large"))
         }
         httparse::Status::Partial => return Ok(None),
     };
     let (Some(code), Some(version)) = (res.code, res.version) else {
-        return Err(BadResponse("malformed upstream status line"));
+        return Err(BadResponse::cold("malformed upstream status line"));
     };
     if !(100..=599).contains(&code) {
-        return Err(BadResponse("invalid upstream status code"));
+        return Err(BadResponse::cold("invalid upstream status code"));
     }
     let reason = res.reason.unwrap_or("");
     let headers: &'a [Header<'a>] = res.headers;
@@ -67,15 +78,17 @@ pub fn parse<'a>(
             Class::ContentLength => {
                 rewritten |= length.is_some();
                 let n = parse_content_length(h.value)
-                    .ok_or(BadResponse("invalid upstream Content-Length"))?;
+                    .ok_or_else(|| BadResponse::cold("invalid upstream Content-Length"))?;
                 if length.is_some_and(|prev| prev != n) {
-                    return Err(BadResponse("conflicting upstream Content-Length"));
+                    return Err(BadResponse::cold("conflicting upstream Content-Length"));
                 }
                 length = Some(n);
             }
             Class::TransferEncoding => {
                 if te.is_some() {
-                    return Err(BadResponse("several upstream Transfer-Encoding headers"));
+                    return Err(BadResponse::cold(
+                        "several upstream Transfer-Encoding headers",
+                    ));
                 }
                 te = Some(h.value);
                 rewritten = true;
@@ -88,7 +101,7 @@ pub fn parse<'a>(
         }
     }
     if conn.overflow {
-        return Err(BadResponse(
+        return Err(BadResponse::cold(
             "upstream Connection header lists too many options",
         ));
     }
@@ -98,7 +111,7 @@ pub fn parse<'a>(
     } else {
         match (te, length) {
             (Some(_), Some(_)) => {
-                return Err(BadResponse(
+                return Err(BadResponse::cold(
                     "upstream sent both Content-Length and Transfer-Encoding",
                 ))
             }
@@ -108,7 +121,9 @@ pub fn parse<'a>(
             // Any other coding: RFC 9112 §6.3 would have the body run until close, but the coding
             // is hop-by-hop and Ringway neither decodes nor passes it on, so the client would
             // get coded bytes as the body. Refused, as HAProxy does.
-            (Some(_), None) => return Err(BadResponse("unsupported upstream transfer coding")),
+            (Some(_), None) => {
+                return Err(BadResponse::cold("unsupported upstream transfer coding"))
+            }
             (None, Some(n)) => (Body::Length(n), false),
             (None, None) => (Body::None, true),
         }

@@ -121,6 +121,8 @@ struct Tries {
 }
 
 /// The attempt error for a failed connect; a timeout or refusal counts against the server.
+#[cold]
+#[inline(never)]
 fn connect_failure(cluster: &Cluster, server: usize, e: ConnectError) -> AttemptError {
     let why = match e {
         ConnectError::Saturated => return AttemptError::Retryable(0, "upstream at capacity"),
@@ -133,6 +135,8 @@ fn connect_failure(cluster: &Cluster, server: usize, e: ConnectError) -> Attempt
 
 /// The attempt error for a request that did not all reach the upstream: a stale pooled
 /// connection when the request can be sent again, else a failure of the server.
+#[cold]
+#[inline(never)]
 fn write_failure(cluster: &Cluster, server: usize, stale: bool) -> AttemptError {
     if stale {
         return AttemptError::Stale;
@@ -360,6 +364,7 @@ impl<'a> Exchange<'a> {
                     let rtt = || sent_at.map(|t| t.elapsed()).unwrap_or_default();
                     let resp = match head {
                         Err(HeadError::WriteFailed) => {
+                            crate::hint::cold();
                             let stale = conn.reused && self.resendable;
                             break 'attempt Err(write_failure(cluster, server, stale));
                         }
@@ -367,13 +372,16 @@ impl<'a> Exchange<'a> {
                         Err(HeadError::Empty)
                             if conn.reused && self.resendable && self.plan.idempotent =>
                         {
-                            break 'attempt Err(AttemptError::Stale)
+                            crate::hint::cold();
+                            break 'attempt Err(AttemptError::Stale);
                         }
                         Err(HeadError::Bad(why)) => {
+                            crate::hint::cold();
                             cluster.record(server, Outcome::Failure);
                             break 'attempt Err(AttemptError::Done(self.fail(502, why).await));
                         }
                         Err(HeadError::RetryStatus(status)) => {
+                            crate::hint::cold();
                             cluster.record(server, Outcome::ServerError(rtt()));
                             break 'attempt Err(AttemptError::Retryable(
                                 status,
@@ -381,6 +389,7 @@ impl<'a> Exchange<'a> {
                             ));
                         }
                         Err(HeadError::Timeout) => {
+                            crate::hint::cold();
                             cluster.record(server, Outcome::Failure);
                             break 'attempt Err(AttemptError::Retryable(
                                 504,
@@ -388,6 +397,7 @@ impl<'a> Exchange<'a> {
                             ));
                         }
                         Err(HeadError::Empty | HeadError::Io) => {
+                            crate::hint::cold();
                             cluster.record(server, Outcome::Failure);
                             break 'attempt Err(AttemptError::Retryable(
                                 502,
@@ -484,6 +494,8 @@ impl<'a> Exchange<'a> {
     }
 
     /// Answers the client with Ringway's own error and closes.
+    #[cold]
+    #[inline(never)]
     async fn fail(&mut self, status: u16, why: &str) -> Next {
         local_error(self.client, self.cw, self.out, status, why).await
     }
@@ -732,6 +744,8 @@ async fn write_client(
 
 /// Answers the client with an error of Ringway's own and closes: after a failed exchange the
 /// request body may be half-read, so the connection's framing is no longer certain.
+#[cold]
+#[inline(never)]
 pub async fn local_error(
     client: &mut TcpStream,
     cw: &Watch,

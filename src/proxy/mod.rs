@@ -358,6 +358,7 @@ fn read_request<'a>(
                     }
                     Ok(None) => {}
                     Err(r) => {
+                        crate::hint::cold();
                         cw.disarm();
                         return Err(HeadEnd::Reject(r));
                     }
@@ -380,6 +381,8 @@ fn read_request<'a>(
                     // Between requests the connection keeps a small buffer, or none while it
                     // idles; one grown by a large head or body goes to the free list.
                     if ka.lean || rbuf.capacity() > SHRINK_READ_BUF_ABOVE {
+                        // An idling connection's path: it waits anyway.
+                        crate::hint::cold();
                         // Gone before the wait below, not held across it.
                         let old = rbuf.release();
                         if old.capacity() > SHRINK_READ_BUF_ABOVE {
@@ -409,9 +412,10 @@ fn read_request<'a>(
                 // head gets its 408 (the write side still works).
                 _ if cw.fired() && rbuf.is_empty() => return Err(HeadEnd::Gone),
                 _ if cw.fired() => {
-                    return Err(HeadEnd::Reject(Reject::new(408, "request head timed out")))
+                    return Err(HeadEnd::Reject(Reject::cold(408, "request head timed out")))
                 }
                 Ok(0) | Err(_) => {
+                    crate::hint::cold();
                     cw.disarm();
                     return Err(HeadEnd::Gone);
                 }

@@ -69,7 +69,11 @@ impl WorkerCtx {
     /// A buffer from this worker's free list, so idle connections hold only their read buffer.
     #[inline]
     pub fn take_buf(&self, cap: usize) -> Vec<u8> {
-        self.bufs.take().unwrap_or_else(|| Vec::with_capacity(cap))
+        self.bufs.take().unwrap_or_else(|| {
+            // A burst past the spares: rare once the worker is warm.
+            crate::hint::cold();
+            Vec::with_capacity(cap)
+        })
     }
 
     #[inline]

@@ -288,7 +288,10 @@ impl Cluster {
             // would over-align (and grow) every future that awaits this one, the per-request
             // exchange included. Fresh connects are the rare case on a warm pool, so only they
             // pay for this allocation.
-            None => Box::pin(self.connect_new(server, dog)).await,
+            None => {
+                crate::hint::cold();
+                Box::pin(self.connect_new(server, dog)).await
+            }
         }
     }
 

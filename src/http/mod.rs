@@ -17,15 +17,12 @@ pub struct Reject {
 }
 
 impl Reject {
-    pub const fn new(status: u16, reason: &'static str) -> Self {
-        Self { status, reason }
-    }
-
-    /// `new` for an error return on the request path: cold, so the branch that rejects is laid
-    /// out away from the parse (see `crate::hint`).
+    /// Cold and never inlined: every caller is an error return on the request path, and the
+    /// call is what tells LLVM to lay that branch out away from the parse (see `crate::hint`).
+    /// So it must not be evaluated eagerly on a success path (`ok_or_else`, not `ok_or`).
     #[cold]
     #[inline(never)]
-    pub fn cold(status: u16, reason: &'static str) -> Self {
+    pub const fn new(status: u16, reason: &'static str) -> Self {
         Self { status, reason }
     }
 }

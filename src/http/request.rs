@@ -70,17 +70,17 @@ pub fn parse<'a>(
     let status = match req.parse_with_uninit_headers(buf, slots) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(Reject::cold(431, "too many header fields"))
+            return Err(Reject::new(431, "too many header fields"))
         }
         Err(httparse::Error::Version) => return Err(version_error(buf)),
-        Err(e) => return Err(Reject::cold(400, httparse_reason(e))),
+        Err(e) => return Err(Reject::new(400, httparse_reason(e))),
     };
     let head_len = match status {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => return partial(buf, limits),
     };
     if head_len > limits.max_head_size {
-        return Err(Reject::cold(431, "request head too large"));
+        return Err(Reject::new(431, "request head too large"));
     }
     let head = &buf[..head_len];
     // httparse skips empty lines before the request line (RFC 9112 §2.2), bare LFs included;
@@ -88,12 +88,12 @@ pub fn parse<'a>(
     let start = leading_empty_lines(head)?;
     let line_end = start + memchr::memchr(b'\n', &head[start..]).unwrap_or(head.len() - start);
     if line_end - start > limits.max_request_line {
-        return Err(Reject::cold(414, "request line too long"));
+        return Err(Reject::new(414, "request line too long"));
     }
     check_line_endings(head, start, line_end, req.headers)?;
 
     let (Some(method), Some(target), Some(v)) = (req.method, req.path, req.version) else {
-        return Err(Reject::cold(400, "incomplete request line"));
+        return Err(Reject::new(400, "incomplete request line"));
     };
     let version = if v == 1 {
         Version::Http11
@@ -115,14 +115,14 @@ pub fn parse<'a>(
         match classify(h.name) {
             Class::EndToEnd | Class::HopByHop => {}
             Class::Lookalike => {
-                return Err(Reject::cold(400, "header name resembling a framing header"))
+                return Err(Reject::new(400, "header name resembling a framing header"))
             }
             Class::Host => {
                 if host.is_some() {
-                    return Err(Reject::cold(400, "more than one Host header"));
+                    return Err(Reject::new(400, "more than one Host header"));
                 }
                 if !valid_host(h.value) {
-                    return Err(Reject::cold(400, "invalid Host header"));
+                    return Err(Reject::new(400, "invalid Host header"));
                 }
                 // SAFETY: valid_host admits ASCII bytes only (reg-name table, digits, ':', '.',
                 // brackets), and ASCII is UTF-8. `from_utf8` cost ~125 instructions per request.
@@ -130,16 +130,16 @@ pub fn parse<'a>(
             }
             Class::ContentLength => {
                 if length.is_some() {
-                    return Err(Reject::cold(400, "more than one Content-Length"));
+                    return Err(Reject::new(400, "more than one Content-Length"));
                 }
                 length = Some(
                     parse_content_length(h.value)
-                        .ok_or_else(|| Reject::cold(400, "invalid Content-Length"))?,
+                        .ok_or_else(|| Reject::new(400, "invalid Content-Length"))?,
                 );
             }
             Class::TransferEncoding => {
                 if saw_te {
-                    return Err(Reject::cold(400, "more than one Transfer-Encoding header"));
+                    return Err(Reject::new(400, "more than one Transfer-Encoding header"));
                 }
                 saw_te = true;
                 // Judged after the loop: with a Content-Length too, the answer is 400 whatever
@@ -154,35 +154,29 @@ pub fn parse<'a>(
                 if h.value.eq_ignore_ascii_case(b"100-continue") {
                     expect_continue = true;
                 } else {
-                    return Err(Reject::cold(417, "unsupported expectation"));
+                    return Err(Reject::new(417, "unsupported expectation"));
                 }
             }
         }
     }
     if conn.overflow {
-        return Err(Reject::cold(
-            400,
-            "Connection header lists too many options",
-        ));
+        return Err(Reject::new(400, "Connection header lists too many options"));
     }
     if let (Some(r), None) = (te_error, length) {
         return Err(r);
     }
     let body = match (saw_te, length) {
         (true, Some(_)) => {
-            return Err(Reject::cold(
+            return Err(Reject::new(
                 400,
                 "both Content-Length and Transfer-Encoding",
             ))
         }
         (true, None) if version == Version::Http10 => {
-            return Err(Reject::cold(
-                400,
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ))
+            return Err(Reject::new(400, "Transfer-Encoding in an HTTP/1.0 request"))
         }
         (true, None) if chunked => Body::Chunked,
-        (true, None) => return Err(Reject::cold(400, "Transfer-Encoding without chunked")),
+        (true, None) => return Err(Reject::new(400, "Transfer-Encoding without chunked")),
         (false, Some(0)) | (false, None) => Body::None,
         (false, Some(n)) => Body::Length(n),
     };
@@ -191,7 +185,7 @@ pub fn parse<'a>(
         (Some(t), _, _) => t,
         (None, Some(h), _) => h,
         (None, None, Version::Http10) => "",
-        (None, None, Version::Http11) => return Err(Reject::cold(400, "missing Host header")),
+        (None, None, Version::Http11) => return Err(Reject::new(400, "missing Host header")),
     };
     let keep_alive = match version {
         Version::Http11 => !conn.close,
@@ -246,10 +240,10 @@ fn partial<'a>(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead<'a>>, R
     let line_end = memchr::memchr(b'\n', &buf[start..]);
     match line_end {
         None if buf.len() - start > limits.max_request_line => {
-            Err(Reject::cold(414, "request line too long"))
+            Err(Reject::new(414, "request line too long"))
         }
-        Some(n) if n > limits.max_request_line => Err(Reject::cold(414, "request line too long")),
-        _ if buf.len() >= limits.max_head_size => Err(Reject::cold(431, "request head too large")),
+        Some(n) if n > limits.max_request_line => Err(Reject::new(414, "request line too long")),
+        _ if buf.len() >= limits.max_head_size => Err(Reject::new(431, "request head too large")),
         _ => Ok(None),
     }
 }
@@ -263,7 +257,7 @@ fn leading_empty_lines(buf: &[u8]) -> Result<usize, Reject> {
         i += 2;
     }
     if buf.get(i) == Some(&b'\n') {
-        return Err(Reject::cold(400, "bare LF in request head"));
+        return Err(Reject::new(400, "bare LF in request head"));
     }
     Ok(i)
 }
@@ -308,7 +302,7 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
             .bytes()
             .fold(0u8, |acc, b| acc | (b & 0x80) | u8::from(b == b'#'));
         if bad != 0 {
-            return Err(Reject::cold(400, "invalid request target"));
+            return Err(Reject::new(400, "invalid request target"));
         }
         return Ok((target, None));
     }
@@ -316,15 +310,15 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
         return if method == "OPTIONS" {
             Ok(("*", None))
         } else {
-            Err(Reject::cold(400, "asterisk target is only for OPTIONS"))
+            Err(Reject::new(400, "asterisk target is only for OPTIONS"))
         };
     }
     if method == "CONNECT" {
-        return Err(Reject::cold(405, "CONNECT is not supported"));
+        return Err(Reject::new(405, "CONNECT is not supported"));
     }
     let rest = strip_prefix_ignore_case(target, "http://")
         .or_else(|| strip_prefix_ignore_case(target, "https://"))
-        .ok_or_else(|| Reject::cold(400, "invalid request target"))?;
+        .ok_or_else(|| Reject::new(400, "invalid request target"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -334,7 +328,7 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
         || !valid_host(authority.as_bytes())
         || path.bytes().any(|b| b == b'#' || b >= 0x80)
     {
-        return Err(Reject::cold(400, "invalid request target"));
+        return Err(Reject::new(400, "invalid request target"));
     }
     Ok((path, Some(authority)))
 }
@@ -436,22 +430,19 @@ fn transfer_encoding_is_chunked(v: &[u8]) -> Result<bool, Reject> {
         .filter(|c| trim(c).eq_ignore_ascii_case(b"chunked"))
         .count();
     if chunked_count > 1 {
-        Err(Reject::cold(400, "chunked applied more than once"))
+        Err(Reject::new(400, "chunked applied more than once"))
     } else if v.is_empty() {
-        Err(Reject::cold(400, "empty Transfer-Encoding"))
+        Err(Reject::new(400, "empty Transfer-Encoding"))
     } else if last.eq_ignore_ascii_case(b"chunked") {
-        Err(Reject::cold(501, "unsupported transfer coding"))
+        Err(Reject::new(501, "unsupported transfer coding"))
     } else if v
         .split(|b| *b == b',')
         .map(trim)
         .any(|c| c.eq_ignore_ascii_case(b"chunked"))
     {
-        Err(Reject::cold(
-            400,
-            "chunked is not the final transfer coding",
-        ))
+        Err(Reject::new(400, "chunked is not the final transfer coding"))
     } else {
-        Err(Reject::cold(501, "unsupported transfer coding"))
+        Err(Reject::new(501, "unsupported transfer coding"))
     }
 }
 

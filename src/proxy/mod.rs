@@ -412,7 +412,7 @@ fn read_request<'a>(
                 // head gets its 408 (the write side still works).
                 _ if cw.fired() && rbuf.is_empty() => return Err(HeadEnd::Gone),
                 _ if cw.fired() => {
-                    return Err(HeadEnd::Reject(Reject::cold(408, "request head timed out")))
+                    return Err(HeadEnd::Reject(Reject::new(408, "request head timed out")))
                 }
                 Ok(0) | Err(_) => {
                     crate::hint::cold();

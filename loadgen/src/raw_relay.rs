@@ -12,6 +12,8 @@ use io_uring::squeue::Entry;
 use io_uring::{opcode, types, IoUring, SubmissionQueue, Submitter};
 use socket2::SockAddr;
 
+use crate::relay::{head_end, response_len, Framing};
+
 /// Per-connection buffer, the same size as `relay`'s.
 const BUF: usize = 16 * 1024;
 const RING_ENTRIES: u32 = 4096;
@@ -252,14 +254,6 @@ impl Conn {
     }
 }
 
-/// End of a head (after its blank line) in `buf`, searching from `from`.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| from + p + 4)
-}
-
 /// A request head without a body (the only kind this relay forwards: it frames nothing but heads
 /// on the way up). Malformed heads count as not bodiless.
 fn bodiless_request(head: &[u8]) -> bool {
@@ -278,43 +272,6 @@ fn bodiless_request(head: &[u8]) -> bool {
             }
         }),
         _ => false,
-    }
-}
-
-enum Framing {
-    Partial,
-    /// No usable Content-Length: this relay cannot find the end of the response.
-    Unframed,
-    /// Head plus body, in bytes.
-    Length(u64),
-}
-
-/// Framing of the response starting at `buf[0]`, the way `relay` reads it.
-fn response_len(buf: &[u8]) -> Framing {
-    let mut slots = [MaybeUninit::uninit(); 64];
-    let mut resp = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
-    {
-        Ok(httparse::Status::Complete(head)) => {
-            let body = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| {
-                    std::str::from_utf8(h.value)
-                        .ok()?
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                });
-            match body.and_then(|b| b.checked_add(head as u64)) {
-                Some(total) => Framing::Length(total),
-                None => Framing::Unframed,
-            }
-        }
-        Ok(httparse::Status::Partial) => Framing::Partial,
-        Err(_) => Framing::Unframed,
     }
 }
 

@@ -66,9 +66,50 @@ async fn accept_loop(l: std::net::TcpListener, upstreams: &'static [SocketAddr])
     }
 }
 
-/// End of a head (after its blank line) in `buf`, if it is all there.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+/// End of a head (after its blank line) in `buf`, searching from `from`.
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| from + p + 4)
+}
+
+/// Where a response ends, as both floor relays find it: Content-Length only.
+pub(crate) enum Framing {
+    Partial,
+    /// No usable Content-Length: a relay cannot find the end of the response.
+    Unframed,
+    /// Head plus body, in bytes.
+    Length(u64),
+}
+
+/// Framing of the response starting at `buf[0]` (both relays read it so).
+pub(crate) fn response_len(buf: &[u8]) -> Framing {
+    let mut slots = [MaybeUninit::uninit(); 64];
+    let mut resp = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(head)) => {
+            let body = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                });
+            match body.and_then(|b| b.checked_add(head as u64)) {
+                Some(total) => Framing::Length(total),
+                None => Framing::Unframed,
+            }
+        }
+        Ok(httparse::Status::Partial) => Framing::Partial,
+        Err(_) => Framing::Unframed,
+    }
 }
 
 /// Appends one read's worth to `buf`; false on end of stream or error.
@@ -89,7 +130,7 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr) {
     loop {
         // One request head from the client, forwarded as is.
         let req_len = loop {
-            if let Some(n) = head_end(&cbuf) {
+            if let Some(n) = head_end(&cbuf, 0) {
                 break n;
             }
             if cbuf.len() == cbuf.capacity() || !read_more(&mut client, &mut cbuf).await {
@@ -106,26 +147,13 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr) {
         }
         // The response: head plus Content-Length body, relayed as is.
         let total = loop {
-            let mut slots = [MaybeUninit::uninit(); 64];
-            let mut resp = httparse::Response::new(&mut []);
-            if let Ok(httparse::Status::Complete(h)) = httparse::ParserConfig::default()
-                .parse_response_with_uninit_headers(&mut resp, &ubuf, &mut slots)
-            {
-                let len = resp
-                    .headers
-                    .iter()
-                    .find(|x| x.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|x| {
-                        std::str::from_utf8(x.value)
-                            .ok()?
-                            .trim()
-                            .parse::<usize>()
-                            .ok()
-                    });
-                match len {
-                    Some(n) => break h + n,
-                    None => return,
-                }
+            match response_len(&ubuf) {
+                Framing::Length(n) => match usize::try_from(n) {
+                    Ok(n) => break n,
+                    Err(_) => return,
+                },
+                Framing::Unframed => return,
+                Framing::Partial => {}
             }
             if ubuf.len() == ubuf.capacity() || !read_more(&mut up, &mut ubuf).await {
                 return;

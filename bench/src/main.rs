@@ -192,7 +192,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
     });
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let meta = meta(&args, started.elapsed().as_secs_f64(), nofile);
-    let stem = format!("{}-{}", meta.date, meta.host);
+    let stem = free_stem(
+        &out_dir,
+        &format!("{}-{}-{}", meta.date, meta.host, meta.git_commit),
+    );
     let plot_dir = out_dir.join(&stem);
     let plots = match plot::all(&plot_dir, &summary, &args.proxies) {
         Ok(p) => p,
@@ -455,6 +458,24 @@ fn meta(args: &Args, wall_s: f64, nofile: u64) -> Meta {
     }
 }
 
+/// `base`, or `base-2`, `base-3`, ... when a run with that name is already in `dir`: two runs of
+/// one commit on one day must not overwrite each other's results.
+fn free_stem(dir: &Path, base: &str) -> String {
+    let taken = |s: &str| {
+        ["md", "json"]
+            .iter()
+            .any(|ext| dir.join(format!("{s}.{ext}")).exists())
+            || dir.join(s).exists()
+    };
+    let mut stem = base.to_string();
+    let mut n = 2;
+    while taken(&stem) {
+        stem = format!("{base}-{n}");
+        n += 1;
+    }
+    stem
+}
+
 /// Today's date (UTC) as YYYY-MM-DD, from days since the epoch.
 fn today() -> String {
     let secs = std::time::SystemTime::now()
@@ -504,6 +525,19 @@ mod tests {
         assert_eq!(civil(0), "1970-01-01");
         assert_eq!(civil(19_723), "2024-01-01");
         assert_eq!(civil(11_016), "2000-02-29");
+    }
+
+    #[test]
+    fn a_second_run_gets_a_name_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("bench-stem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = "2026-11-30-vm-abc1234";
+        assert_eq!(free_stem(&dir, base), base);
+        std::fs::write(dir.join(format!("{base}.md")), "first run").unwrap();
+        assert_eq!(free_stem(&dir, base), format!("{base}-2"));
+        std::fs::create_dir_all(dir.join(format!("{base}-2"))).unwrap();
+        assert_eq!(free_stem(&dir, base), format!("{base}-3"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

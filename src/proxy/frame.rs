@@ -92,7 +92,13 @@ impl<F: Future> Future for Frame<'_, F> {
         // SAFETY: the value at `ptr` is initialised until `drop`, and it is never moved: only
         // this pinned access reaches it.
         let fut = unsafe { Pin::new_unchecked(&mut *self.ptr.as_ptr()) };
-        fut.poll(cx)
+        // While it runs, the task's wake-ups prefetch this block (proxy/prefetch.rs).
+        super::prefetch::record_frame(cx.waker(), self.ptr.as_ptr().cast::<u8>());
+        let out = fut.poll(cx);
+        if out.is_ready() {
+            super::prefetch::record_frame(cx.waker(), std::ptr::null());
+        }
+        out
     }
 }
 

@@ -6,6 +6,7 @@ use super::runtime::{self, Driver};
 use super::stop::StopSignal;
 use super::Shared;
 use crate::config::Protocol;
+use crate::proxy::prefetch::PrefetchOnWake;
 use crate::proxy::serve_client;
 use crate::proxy::state::{CoreState, StateCell, WorkerCtx};
 use monoio::net::TcpListener;
@@ -158,7 +159,11 @@ async fn accept_loop(
                     match protocol {
                         Protocol::Http => {
                             drop(state);
-                            monoio::spawn(serve_client(current.clone(), stream, peer));
+                            monoio::spawn(PrefetchOnWake::new(serve_client(
+                                current.clone(),
+                                stream,
+                                peer,
+                            )));
                         }
                         Protocol::Tcp(cluster) => {
                             monoio::spawn(crate::l4::serve_tcp(state, stream, peer, cluster));

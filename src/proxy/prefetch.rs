@@ -99,7 +99,8 @@ fn frame_slot(waker: &Waker) -> Option<&Cell<*const u8>> {
     }
     // SAFETY: a waker with `VTABLE` is only made for a task whose `PrefetchOnWake::frame` is
     // `FRAME_AT` bytes past `data()` (checked in `poll`), and it keeps the task alive. The
-    // slot is a Cell, written and read only on the task's thread.
+    // slot is a Cell, written and read only on the task's thread: monoio, built without its
+    // `sync` feature as here, refuses to wake a task from another thread.
     Some(unsafe {
         &*waker
             .data()

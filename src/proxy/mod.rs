@@ -5,7 +5,7 @@ pub mod body;
 mod forward;
 mod frame;
 pub mod head;
-pub mod prefetch;
+pub(crate) mod prefetch;
 mod spares;
 pub mod state;
 

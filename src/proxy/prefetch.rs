@@ -215,6 +215,7 @@ mod tests {
     /// itself, before any spawned task.
     fn run_as_task<F: Future + 'static>(f: F) -> F::Output {
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
             .build()
             .unwrap();
         rt.block_on(async { monoio::spawn(f).await })
@@ -245,7 +246,9 @@ mod tests {
                 waker.wake();
             })
             .await;
-            assert_eq!(waits.await, 7);
+            // Bounded: a wake that did not reach the task fails here instead of hanging.
+            let out = monoio::time::timeout(std::time::Duration::from_secs(10), waits).await;
+            assert_eq!(out.ok(), Some(7), "the wake did not reach the task");
         });
     }
 

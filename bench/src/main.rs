@@ -192,10 +192,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
     });
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let meta = meta(&args, started.elapsed().as_secs_f64(), nofile);
-    let stem = free_stem(
-        &out_dir,
-        &format!("{}-{}-{}", meta.date, meta.host, meta.git_commit),
-    );
+    let base = format!("{}-{}-{}", meta.date, meta.host, meta.git_commit);
+    // `--quick` without `--out` writes to a scratch folder: the latest run replaces the last.
+    let stem = if plan.quick && default_out {
+        base
+    } else {
+        free_stem(&out_dir, &base)
+    };
     let plot_dir = out_dir.join(&stem);
     let plots = match plot::all(&plot_dir, &summary, &args.proxies) {
         Ok(p) => p,

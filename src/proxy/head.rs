@@ -15,7 +15,9 @@ use crate::http::response::ResponseHead;
 pub struct ClientInfo {
     /// `x-forwarded-for: <ip>\r\n`, rendered once per connection: most requests carry no
     /// forwarding header of their own, and then it goes out whole. The address is read from it.
-    forwarded_for: String,
+    /// A boxed str, not a String: every connection's future holds it, and the capacity word
+    /// would be the 8 bytes that take monoio's task out of its 512-byte size class.
+    forwarded_for: Box<str>,
 }
 
 const FORWARDED_FOR: &str = "x-forwarded-for: ";
@@ -25,7 +27,7 @@ const FORWARDED_PROTO: &[u8] = b"x-forwarded-proto: http\r\n";
 impl ClientInfo {
     pub fn new(ip: std::net::IpAddr) -> Self {
         Self {
-            forwarded_for: format!("{FORWARDED_FOR}{ip}\r\n"),
+            forwarded_for: format!("{FORWARDED_FOR}{ip}\r\n").into_boxed_str(),
         }
     }
 
@@ -319,7 +321,7 @@ mod tests {
     fn client_address_is_read_back_from_its_forwarded_for_line() {
         let v4 = ClientInfo::new("10.1.2.3".parse().unwrap());
         assert_eq!(v4.ip(), "10.1.2.3");
-        assert_eq!(v4.forwarded_for, "x-forwarded-for: 10.1.2.3\r\n");
+        assert_eq!(v4.forwarded_for(), b"x-forwarded-for: 10.1.2.3\r\n");
         let v6 = ClientInfo::new("::1".parse().unwrap());
         assert_eq!(v6.ip(), "::1");
     }

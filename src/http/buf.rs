@@ -100,6 +100,8 @@ impl ConnBuf {
         }
         let start = self.buf.len();
         let end = self.buf.capacity().min(self.pos + limit);
+        // The wake-up at its completion prefetches what it reads (proxy/prefetch.rs).
+        crate::proxy::prefetch::reading_into(self.buf.as_ptr().wrapping_add(start));
         let buf = std::mem::take(&mut self.buf);
         let (res, slice) = r.read(buf.slice_mut(start..end)).await;
         self.buf = slice.into_inner();

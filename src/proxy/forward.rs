@@ -265,6 +265,8 @@ impl<'a> Exchange<'a> {
                         Ok(c) => c,
                         Err(e) => break 'attempt Err(connect_failure(cluster, server, e)),
                     };
+                    // Its wake-ups prefetch the connection's descriptor (proxy/prefetch.rs).
+                    super::prefetch::upstream_socket(&conn.stream);
                     let sent_at = cluster.tracks_latency.then(std::time::Instant::now);
                     // A whole request that fits the socket's send buffer goes out beside the
                     // read of its response (see `send_detached`); anything else is written

@@ -93,10 +93,10 @@ impl<F: Future> Future for Frame<'_, F> {
         // this pinned access reaches it.
         let fut = unsafe { Pin::new_unchecked(&mut *self.ptr.as_ptr()) };
         // While it runs, the task's wake-ups prefetch this block (proxy/prefetch.rs).
-        super::prefetch::record_frame(cx.waker(), self.ptr.as_ptr().cast::<u8>());
+        super::prefetch::record_frame(self.ptr.as_ptr().cast::<u8>());
         let out = fut.poll(cx);
         if out.is_ready() {
-            super::prefetch::record_frame(cx.waker(), std::ptr::null());
+            super::prefetch::record_frame(std::ptr::null());
         }
         out
     }

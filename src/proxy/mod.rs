@@ -120,6 +120,7 @@ pub fn serve_client(
         let worker = cell.get().worker.clone();
         worker.connections.set(worker.connections.get() + 1);
         let _ = client.set_nodelay(true);
+        prefetch::client_socket(&client);
         // Declared after `client` so it is dropped first: no armed watch outlives its socket.
         let watch = worker.watchdog.watch(client.as_raw_fd());
         // Small on purpose: an idle keep-alive connection holds only this buffer and its task;
@@ -684,9 +685,10 @@ mod size_tests {
             let f = super::prefetch::PrefetchOnWake::new(super::serve_client(cell, c, addr));
             // Every idle keep-alive connection holds this future: every answer runs in a frame
             // of its own (proxy/frame.rs) so its state stays out of it (3.4 KB once, 992 bytes
-            // before the answers were all framed). 448 bytes in a release build today, with the
-            // prefetch slot, which keeps monoio's task cell (the future plus 48 bytes) within
-            // mimalloc's 512-byte size class; a few bytes more cost every connection 128.
+            // before the answers were all framed). 464 bytes in a release build today, with the
+            // four prefetch slots: exactly what keeps monoio's task cell (the future plus 48
+            // bytes) within mimalloc's 512-byte size class; a byte more costs every connection
+            // 128.
             let size = std::mem::size_of_val(&f);
             eprintln!("connection task future: {size} bytes");
             assert!(size <= 464, "connection task future grew to {size} bytes");

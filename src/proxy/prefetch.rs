@@ -1,6 +1,7 @@
 //! Prefetch on wake-up: when an I/O completion wakes a connection's task, the memory its poll
-//! will read (the task with the connection's future, and the exchange's frame) is requested
-//! from the cache hierarchy right then, while monoio goes on through the rest of the batch.
+//! will read is requested from the cache hierarchy right then, while monoio goes on through
+//! the rest of the batch: the task with the connection's future, the exchange's frame, the
+//! bytes the completed read brought, and both sockets' shared descriptors.
 //!
 //! Why: at 1,000 connections the kernel's traffic between two events of one connection evicts
 //! that connection's lines, and each poll used to stall on them one dependent load at a time
@@ -11,10 +12,12 @@
 //! of its own. That waker has the same data pointer as the task's own (monoio's task header,
 //! the start of the task's allocation) and delegates clone, wake and drop to the task's own
 //! vtable, so reference counting and scheduling are monoio's; its wake first prefetches the
-//! task and the frame recorded in `PrefetchOnWake::frame`. A frame records itself there when
-//! polled (`record_frame`). Nothing per request is allocated, and the task grows by one
-//! pointer.
+//! task and whatever the task noted in its `Slots` while it last ran (`record_frame`,
+//! `reading_into`, `client_socket`, `upstream_socket`). The slots sit in the cache line of
+//! monoio's task header, which a wake-up reads anyway. Nothing per request is allocated, and
+//! the task grows by four pointers.
 
+use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::future::Future;
 use std::mem::ManuallyDrop;
@@ -27,48 +30,78 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 const TASK_LINES: usize = 8;
 /// Lines of a frame prefetched: the whole block (`frame::BLOCK`, 1,536 bytes).
 const FRAME_LINES: usize = 24;
+/// Lines of a read's target prefetched: where the kernel copied what it received, which the
+/// poll parses first (a request or response head; 128 bytes hold a short one).
+const READ_LINES: usize = 2;
 
 /// The vtable of the tasks this wraps (monoio's, for `PrefetchOnWake<serve_client>`), seen at
 /// their first poll. One future type is wrapped, so there is one; a poll under any other
 /// vtable passes its waker through unchanged.
 static TASK_VTABLE: AtomicPtr<RawWakerVTable> = AtomicPtr::new(ptr::null_mut());
-/// Where `PrefetchOnWake::frame` sits from the start of the task, for the same tasks.
-static FRAME_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Where `PrefetchOnWake::slots` sits from the start of the task, for the same tasks.
+static SLOTS_AT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
-/// A connection's future with the slot its wake-up reads. `repr(C)`: the slot first, so its
-/// offset from the task does not depend on `F`'s layout.
+/// A connection's future with the slots its wake-up reads. `repr(C)`: the slots first, so
+/// their offset from the task does not depend on `F`'s layout.
 #[repr(C)]
 pub struct PrefetchOnWake<F> {
-    frame: Cell<*const u8>,
+    slots: Slots,
     fut: F,
+}
+
+/// What a wake-up prefetches besides the task; null when nothing is noted. A slot may outlive
+/// what it names (a frame back in the pool, a read that ended, a socket closed): a prefetch
+/// never faults, so at worst it is wasted, which is cheaper than a store to clear it.
+#[repr(C)]
+struct Slots {
+    /// The frame now running.
+    frame: Cell<*const u8>,
+    /// Where the last read submitted puts its bytes.
+    read: Cell<*const u8>,
+    /// The client socket's shared descriptor (see `shared_fd`).
+    client: Cell<*const u8>,
+    /// The shared descriptor of the upstream connection in use.
+    upstream: Cell<*const u8>,
 }
 
 impl<F> PrefetchOnWake<F> {
     pub fn new(fut: F) -> Self {
         Self {
-            frame: Cell::new(ptr::null()),
+            slots: Slots {
+                frame: Cell::new(ptr::null()),
+                read: Cell::new(ptr::null()),
+                client: Cell::new(ptr::null()),
+                upstream: Cell::new(ptr::null()),
+            },
             fut,
         }
     }
+}
+
+thread_local! {
+    /// The slots of the wrapped task being polled on this thread, or null: where the notes
+    /// below go, without a waker to be handed down to them.
+    static POLLING: Cell<*const Slots> = const { Cell::new(ptr::null()) };
 }
 
 impl<F: Future> Future for PrefetchOnWake<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `fut` is structurally pinned (never moved out of `self`). `frame` is only
-        // used through shared access, as a Cell: by `record_frame` during this poll, and by a
-        // wake-up between polls (monoio handles completions outside any task's poll).
+        // SAFETY: `fut` is structurally pinned (never moved out of `self`). `slots` is only
+        // used through shared access, as Cells: by the notes during this poll (through
+        // `POLLING`), and by a wake-up between polls (monoio handles completions outside any
+        // task's poll).
         let this = unsafe { self.get_unchecked_mut() };
         let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
         let task = cx.waker();
         let vtable = ptr::from_ref(task.vtable()).cast_mut();
-        let at = (ptr::from_ref(&this.frame) as usize).wrapping_sub(task.data() as usize);
+        let at = (ptr::from_ref(&this.slots) as usize).wrapping_sub(task.data() as usize);
         if TASK_VTABLE.load(Relaxed).is_null() {
-            FRAME_AT.store(at, Relaxed);
+            SLOTS_AT.store(at, Relaxed);
             TASK_VTABLE.store(vtable, Relaxed);
         }
-        if TASK_VTABLE.load(Relaxed) != vtable || FRAME_AT.load(Relaxed) != at {
+        if TASK_VTABLE.load(Relaxed) != vtable || SLOTS_AT.load(Relaxed) != at {
             // Not the layout the wake-up assumes (a second wrapped type, or a runtime whose
             // waker does not point at the task): no prefetch, nothing else changes.
             return fut.poll(cx);
@@ -78,36 +111,67 @@ impl<F: Future> Future for PrefetchOnWake<F> {
         // dropped: like `cx`'s waker, it is borrowed for this poll and owns no reference.
         let waker =
             ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(task.data(), &VTABLE)) });
-        fut.poll(&mut Context::from_waker(&waker))
+        let outer = POLLING.replace(ptr::from_ref(&this.slots));
+        let out = fut.poll(&mut Context::from_waker(&waker));
+        POLLING.set(outer);
+        out
     }
 }
 
-/// Records the frame now running for this task (null when none), so that its wake-ups
-/// prefetch it. A no-op under any other waker.
+/// Applies `note` to the slots of the wrapped task being polled; nothing outside one.
 #[inline]
-pub fn record_frame(waker: &Waker, frame: *const u8) {
-    if let Some(slot) = frame_slot(waker) {
-        slot.set(frame);
+fn note(note: impl FnOnce(&Slots)) {
+    let slots = POLLING.get();
+    if !slots.is_null() {
+        // SAFETY: set by `PrefetchOnWake::poll` to its own slots for the length of the poll
+        // this call is made in, and reset after it; the task is alive and pinned meanwhile.
+        note(unsafe { &*slots });
     }
 }
 
-/// The task's frame slot, when `waker` is a prefetching one.
+/// Records the frame now running (null when none), so that the task's wake-ups prefetch it.
 #[inline]
-fn frame_slot(waker: &Waker) -> Option<&Cell<*const u8>> {
-    if !ptr::eq(waker.vtable(), &VTABLE) {
-        return None;
-    }
-    // SAFETY: a waker with `VTABLE` is only made for a task whose `PrefetchOnWake::frame` is
-    // `FRAME_AT` bytes past `data()` (checked in `poll`), and it keeps the task alive. The
-    // slot is a Cell, written and read only on the task's thread: monoio, built without its
-    // `sync` feature as here, refuses to wake a task from another thread.
-    Some(unsafe {
-        &*waker
-            .data()
-            .cast::<u8>()
-            .add(FRAME_AT.load(Relaxed))
-            .cast::<Cell<*const u8>>()
-    })
+pub fn record_frame(frame: *const u8) {
+    note(|s| s.frame.set(frame));
+}
+
+/// Notes where the read about to be submitted puts its bytes: the kernel copies them in
+/// during the batch, long enough before the poll at 1,000 connections for them to have left
+/// the core's caches.
+#[inline]
+pub fn reading_into(target: *const u8) {
+    note(|s| s.read.set(target));
+}
+
+/// Notes the client socket, whose shared descriptor every operation on it counts up and down.
+#[inline]
+pub fn client_socket(stream: &TcpStream) {
+    note(|s| s.client.set(shared_fd(stream)));
+}
+
+/// Notes the upstream connection an exchange has just checked out, as `client_socket`.
+#[inline]
+pub fn upstream_socket(stream: &TcpStream) {
+    note(|s| s.upstream.set(shared_fd(stream)));
+}
+
+/// Where a socket's shared descriptor lives: monoio's `SharedFd`, an `Rc` each operation
+/// clones and drops, one heap line per socket that would otherwise stall the poll twice.
+/// monoio 0.2.4's `TcpStream` is that `Rc` followed by cached addresses; the first word is the
+/// pointer (`the_first_word_of_a_stream_is_its_shared_descriptor` checks it, the size below
+/// notices a different monoio). Only ever used as a prefetch address, so were it wrong the
+/// prefetch would be wasted, not harmful.
+#[inline]
+fn shared_fd(stream: &TcpStream) -> *const u8 {
+    const {
+        assert!(
+            std::mem::size_of::<TcpStream>() == 80,
+            "monoio's TcpStream changed: check `shared_fd`"
+        )
+    };
+    // SAFETY: a read of the stream's first, pointer-sized and aligned word (an initialised
+    // field in monoio 0.2.4, see above).
+    unsafe { ptr::read(ptr::from_ref(stream).cast::<*const u8>()) }
 }
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
@@ -143,15 +207,25 @@ unsafe fn drop_waker(data: *const ()) {
     drop(ManuallyDrop::into_inner(task_waker(data)))
 }
 
-/// SAFETY (callers): as `task_waker`; the task is alive (the waker holds a reference).
+/// SAFETY (callers): as `task_waker`; the task is alive (the waker holds a reference), and its
+/// slots are `SLOTS_AT` bytes into it (checked in `poll`).
 unsafe fn prefetch_task(data: *const ()) {
     let task = data.cast::<u8>();
     prefetch(task, TASK_LINES);
-    let frame = (*task.add(FRAME_AT.load(Relaxed)).cast::<Cell<*const u8>>()).get();
+    let slots = &*task.add(SLOTS_AT.load(Relaxed)).cast::<Slots>();
+    let frame = slots.frame.get();
     if !frame.is_null() {
-        // A frame recorded by an exchange that has since ended is a pooled block or freed
-        // memory: a prefetch never faults, so at worst it is wasted.
         prefetch(frame, FRAME_LINES);
+    }
+    let read = slots.read.get();
+    if !read.is_null() {
+        // From the start of the line the bytes begin in.
+        prefetch(read.wrapping_sub(read as usize % 64), READ_LINES);
+    }
+    for fd in [slots.client.get(), slots.upstream.get()] {
+        if !fd.is_null() {
+            prefetch(fd, 1);
+        }
     }
 }
 
@@ -185,8 +259,16 @@ mod tests {
         kept: RefCell<Option<Waker>>,
     }
 
+    /// The slots a wake-up through `waker` reads, when it is a prefetching one.
+    fn slots_of(waker: &Waker) -> Option<&Slots> {
+        ptr::eq(waker.vtable(), &VTABLE).then(|| {
+            // SAFETY: as in `prefetch_task`: a prefetching waker's task has its slots there.
+            unsafe { &*waker.data().cast::<u8>().add(SLOTS_AT.load(Relaxed)).cast() }
+        })
+    }
+
     /// Pending until `ready` is set, keeping a clone of its waker as monoio's operations do,
-    /// and recording a frame as `Frame::poll` does.
+    /// and noting a frame and a read target as `Frame::poll` and `ConnBuf::fill` do.
     struct Waits {
         ready: Rc<Cell<bool>>,
         seen: Rc<Seen>,
@@ -196,13 +278,16 @@ mod tests {
         type Output = u32;
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
             let frame = ptr::from_ref(&self.seen).cast::<u8>();
-            record_frame(cx.waker(), frame);
+            let target = ptr::from_ref(&self.ready).cast::<u8>();
+            record_frame(frame);
+            reading_into(target);
             self.seen
                 .prefetching
                 .set(ptr::eq(cx.waker().vtable(), &VTABLE));
-            self.seen
-                .recorded
-                .set(frame_slot(cx.waker()).is_some_and(|s| s.get() == frame));
+            self.seen.recorded.set(
+                slots_of(cx.waker())
+                    .is_some_and(|s| s.frame.get() == frame && s.read.get() == target),
+            );
             if self.ready.get() {
                 return Poll::Ready(7);
             }
@@ -236,7 +321,7 @@ mod tests {
                 assert!(s.prefetching.get(), "polled without the prefetching waker");
                 assert!(
                     s.recorded.get(),
-                    "the frame was not recorded in the task's slot"
+                    "the frame and read target were not noted in the task's slots"
                 );
                 let waker = s.kept.borrow_mut().take().expect("the task kept its waker");
                 // Clones and drops go to the task's own reference count, and a wake through
@@ -263,6 +348,34 @@ mod tests {
             assert_eq!(waits.await, 7);
             assert!(!seen.prefetching.get());
             assert!(!seen.recorded.get());
+        });
+    }
+
+    #[test]
+    fn the_first_word_of_a_stream_is_its_shared_descriptor() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use monoio::io::AsyncReadRent;
+            let l = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut c = TcpStream::connect_addr(l.local_addr().unwrap())
+                .await
+                .unwrap();
+            let rc = shared_fd(&c).cast::<usize>();
+            assert!(
+                !rc.is_null() && rc.is_aligned() && rc as usize > 4096,
+                "not a heap pointer: {rc:?}"
+            );
+            // An Rc's block starts with its strong and weak counts (std's `RcBox` is
+            // `repr(C)`). SAFETY: a live Rc block, as the asserts show; read only.
+            let counts = || unsafe { (*rc, *rc.add(1)) };
+            assert_eq!(counts(), (1, 1), "the stream alone holds it");
+            // An operation holds a clone of the descriptor while it exists.
+            let read = c.read(vec![0u8; 16]);
+            assert_eq!(counts(), (2, 1), "a read holds a second reference");
+            drop(read);
+            assert_eq!(counts(), (1, 1));
         });
     }
 }

@@ -111,10 +111,26 @@ impl<F: Future> Future for PrefetchOnWake<F> {
         // dropped: like `cx`'s waker, it is borrowed for this poll and owns no reference.
         let waker =
             ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(task.data(), &VTABLE)) });
-        let outer = POLLING.replace(ptr::from_ref(&this.slots));
-        let out = fut.poll(&mut Context::from_waker(&waker));
-        POLLING.set(outer);
-        out
+        let _polling = Polling::enter(&this.slots);
+        fut.poll(&mut Context::from_waker(&waker))
+    }
+}
+
+/// `POLLING` for the length of one poll: restored when dropped, so that not even an unwinding
+/// poll leaves it pointing at a task that may be gone.
+struct Polling(*const Slots);
+
+impl Polling {
+    #[inline]
+    fn enter(slots: &Slots) -> Self {
+        Self(POLLING.replace(ptr::from_ref(slots)))
+    }
+}
+
+impl Drop for Polling {
+    #[inline]
+    fn drop(&mut self) {
+        POLLING.set(self.0);
     }
 }
 
@@ -208,7 +224,9 @@ unsafe fn drop_waker(data: *const ()) {
 }
 
 /// SAFETY (callers): as `task_waker`; the task is alive (the waker holds a reference), and its
-/// slots are `SLOTS_AT` bytes into it (checked in `poll`).
+/// slots are `SLOTS_AT` bytes into it (checked in `poll`). They are Cells, written and read
+/// only on the task's thread: monoio, built without its `sync` feature as here, refuses to
+/// wake a task from another thread.
 unsafe fn prefetch_task(data: *const ()) {
     let task = data.cast::<u8>();
     prefetch(task, TASK_LINES);

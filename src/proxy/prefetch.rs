@@ -223,14 +223,23 @@ unsafe fn drop_waker(data: *const ()) {
     drop(ManuallyDrop::into_inner(task_waker(data)))
 }
 
-/// SAFETY (callers): as `task_waker`; the task is alive (the waker holds a reference), and its
-/// slots are `SLOTS_AT` bytes into it (checked in `poll`). They are Cells, written and read
-/// only on the task's thread: monoio, built without its `sync` feature as here, refuses to
-/// wake a task from another thread.
+/// The slots of the task at `data`.
+///
+/// SAFETY (callers): `data` comes from a prefetching waker, so its task's slots are
+/// `SLOTS_AT` bytes into it (checked in `poll`), and the task is alive for `'a` (the waker
+/// holds a reference). They are Cells, written and read only on the task's thread: monoio,
+/// built without its `sync` feature as here, refuses to wake a task from another thread.
+unsafe fn task_slots<'a>(data: *const ()) -> &'a Slots {
+    &*data
+        .cast::<u8>()
+        .add(SLOTS_AT.load(Relaxed))
+        .cast::<Slots>()
+}
+
+/// SAFETY (callers): as `task_waker` and `task_slots`.
 unsafe fn prefetch_task(data: *const ()) {
-    let task = data.cast::<u8>();
-    prefetch(task, TASK_LINES);
-    let slots = &*task.add(SLOTS_AT.load(Relaxed)).cast::<Slots>();
+    prefetch(data.cast::<u8>(), TASK_LINES);
+    let slots = task_slots(data);
     let frame = slots.frame.get();
     if !frame.is_null() {
         prefetch(frame, FRAME_LINES);
@@ -274,22 +283,27 @@ mod tests {
     struct Seen {
         prefetching: Cell<bool>,
         recorded: Cell<bool>,
+        /// The client and upstream descriptors in the slots, when the future had sockets.
+        sockets: Cell<Option<(*const u8, *const u8)>>,
         kept: RefCell<Option<Waker>>,
     }
 
     /// The slots a wake-up through `waker` reads, when it is a prefetching one.
     fn slots_of(waker: &Waker) -> Option<&Slots> {
-        ptr::eq(waker.vtable(), &VTABLE).then(|| {
-            // SAFETY: as in `prefetch_task`: a prefetching waker's task has its slots there.
-            unsafe { &*waker.data().cast::<u8>().add(SLOTS_AT.load(Relaxed)).cast() }
-        })
+        // SAFETY: a prefetching waker's, borrowed for as long as `waker` is.
+        ptr::eq(waker.vtable(), &VTABLE).then(|| unsafe { task_slots(waker.data()) })
     }
 
     /// Pending until `ready` is set, keeping a clone of its waker as monoio's operations do,
-    /// and noting a frame and a read target as `Frame::poll` and `ConnBuf::fill` do.
+    /// and noting a frame and a read target as `Frame::poll` and `ConnBuf::fill` do, and its
+    /// sockets (client, upstream) as `serve_client` and the exchange do.
+    ///
+    /// The only future type these tests wrap: the statics are claimed by the first wrapped
+    /// type to be polled (`TASK_VTABLE`), and the tests run in any order.
     struct Waits {
         ready: Rc<Cell<bool>>,
         seen: Rc<Seen>,
+        sockets: Option<(TcpStream, TcpStream)>,
     }
 
     impl Future for Waits {
@@ -299,6 +313,13 @@ mod tests {
             let target = ptr::from_ref(&self.ready).cast::<u8>();
             record_frame(frame);
             reading_into(target);
+            if let Some((client, upstream)) = &self.sockets {
+                client_socket(client);
+                upstream_socket(upstream);
+                self.seen
+                    .sockets
+                    .set(slots_of(cx.waker()).map(|s| (s.client.get(), s.upstream.get())));
+            }
             self.seen
                 .prefetching
                 .set(ptr::eq(cx.waker().vtable(), &VTABLE));
@@ -332,6 +353,7 @@ mod tests {
             let waits = monoio::spawn(PrefetchOnWake::new(Waits {
                 ready: ready.clone(),
                 seen: seen.clone(),
+                sockets: None,
             }));
             // Tasks run in spawn order: this one after `waits` has been polled once.
             let (r, s) = (ready.clone(), seen.clone());
@@ -352,6 +374,10 @@ mod tests {
             // Bounded: a wake that did not reach the task fails here instead of hanging.
             let out = monoio::time::timeout(std::time::Duration::from_secs(10), waits).await;
             assert_eq!(out.ok(), Some(7), "the wake did not reach the task");
+            assert!(
+                POLLING.get().is_null(),
+                "a wrapped poll left its slots as the thread's notes target"
+            );
         });
     }
 
@@ -362,10 +388,37 @@ mod tests {
             let waits = Waits {
                 ready: Rc::new(Cell::new(true)),
                 seen: seen.clone(),
+                sockets: None,
             };
             assert_eq!(waits.await, 7);
             assert!(!seen.prefetching.get());
             assert!(!seen.recorded.get());
+            assert!(POLLING.get().is_null());
+        });
+    }
+
+    #[test]
+    fn a_wrapped_task_notes_its_sockets_shared_descriptors() {
+        run_as_task(async {
+            let l = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = TcpStream::connect_addr(l.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (upstream, _) = l.accept().await.unwrap();
+            let (want_client, want_upstream) = (shared_fd(&client), shared_fd(&upstream));
+            assert_ne!(want_client, want_upstream);
+            let seen = Rc::new(Seen::default());
+            let waits = PrefetchOnWake::new(Waits {
+                ready: Rc::new(Cell::new(true)),
+                seen: seen.clone(),
+                sockets: Some((client, upstream)),
+            });
+            assert_eq!(monoio::spawn(waits).await, 7);
+            assert!(
+                seen.prefetching.get(),
+                "polled without the prefetching waker"
+            );
+            assert_eq!(seen.sockets.get(), Some((want_client, want_upstream)));
         });
     }
 

@@ -17,6 +17,7 @@
 //! monoio's task header, which a wake-up reads anyway. Nothing per request is allocated, and
 //! the task grows by four pointers.
 
+use crate::hint::prefetch;
 use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::future::Future;
@@ -29,7 +30,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 /// Lines of the task prefetched: monoio's header and the connection's future (512 bytes).
 const TASK_LINES: usize = 8;
 /// Lines of a frame prefetched: the whole block (`frame::BLOCK`, 1,536 bytes).
-const FRAME_LINES: usize = 24;
+pub const FRAME_LINES: usize = 24;
 /// Lines of a read's target prefetched: where the kernel copied what it received, which the
 /// poll parses first (a request or response head; 128 bytes hold a short one).
 const READ_LINES: usize = 2;
@@ -254,22 +255,6 @@ unsafe fn prefetch_task(data: *const ()) {
             prefetch(fd, 1);
         }
     }
-}
-
-#[inline(always)]
-fn prefetch(at: *const u8, lines: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for i in 0..lines {
-        // SAFETY: a prefetch is a hint: it reads nothing into the program and never faults.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch(
-                at.wrapping_add(i * 64).cast::<i8>(),
-                std::arch::x86_64::_MM_HINT_T0,
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (at, lines);
 }
 
 #[cfg(test)]

@@ -28,8 +28,11 @@ pub struct Watch {
     deadline: Cell<u64>,
     phase: Cell<Phase>,
     fired: Cell<bool>,
-    clock: Rc<Clock>,
 }
+
+// The request path only writes a watch (`arm`, `disarm`) and reads `fired` only once an
+// operation has failed: at 1,000 connections a watch's line is cold whenever its connection
+// comes back, and a store waits for it in the store buffer where a load stalls the poll.
 
 impl Watch {
     /// Arms the watch: the pending operation must end within `after` (plus one sweep).
@@ -42,7 +45,7 @@ impl Watch {
             .as_secs()
             .saturating_mul(1000)
             .saturating_add(after.subsec_millis() as u64);
-        let ms = self.clock.now_ms() + after_ms + SWEEP_EVERY.as_millis() as u64;
+        let ms = coarse_ms() + after_ms + SWEEP_EVERY.as_millis() as u64;
         self.deadline.set(ms);
         self.phase.set(phase);
     }
@@ -52,30 +55,27 @@ impl Watch {
         self.deadline.set(0);
     }
 
-    /// The worker's coarse clock in milliseconds (as of the last sweep): cheap enough to stamp
-    /// every request with.
-    #[inline]
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
-    }
-
-    /// Whether the sweep ended an operation of this connection.
+    /// Whether the sweep ended an operation of this connection. A load of the watch's line:
+    /// asked only when an operation failed or found the socket closed, since that is what a
+    /// fired deadline does to it.
     #[inline]
     pub fn fired(&self) -> bool {
         self.fired.get()
     }
 }
 
-/// A per-worker millisecond clock, advanced by the sweep so that arming reads no clock.
-pub struct Clock {
-    now: Cell<u64>,
+thread_local! {
+    /// The worker's coarse clock in milliseconds, advanced by its sweep so that arming reads
+    /// no clock. Per thread, since a worker is one: its watches are armed and swept on it.
+    /// Another watchdog on the same thread (tests) advances it from the same real clock.
+    static COARSE_MS: Cell<u64> = const { Cell::new(0) };
 }
 
-impl Clock {
-    #[inline]
-    pub fn now_ms(&self) -> u64 {
-        self.now.get()
-    }
+/// The worker's coarse clock in milliseconds (as of its last sweep): cheap enough to stamp
+/// every request with, and a thread-local, so reading it touches no per-connection line.
+#[inline]
+pub fn coarse_ms() -> u64 {
+    COARSE_MS.get()
 }
 
 fn real_ms() -> u64 {
@@ -85,16 +85,14 @@ fn real_ms() -> u64 {
 
 /// The watches of one worker.
 pub struct Watchdog {
-    clock: Rc<Clock>,
     watches: RefCell<Vec<Weak<Watch>>>,
 }
 
 impl Default for Watchdog {
     fn default() -> Self {
+        // The clock runs from the first watchdog of a thread on, before its first sweep.
+        COARSE_MS.set(real_ms());
         Self {
-            clock: Rc::new(Clock {
-                now: Cell::new(real_ms()),
-            }),
             watches: RefCell::new(Vec::new()),
         }
     }
@@ -109,7 +107,6 @@ impl Watchdog {
             deadline: Cell::new(0),
             phase: Cell::new(Phase::Read),
             fired: Cell::new(false),
-            clock: self.clock.clone(),
         });
         self.watches.borrow_mut().push(Rc::downgrade(&w));
         w
@@ -118,7 +115,7 @@ impl Watchdog {
     /// Advances the clock, fires expired watches and forgets dropped ones.
     pub fn sweep(&self) {
         let now = real_ms();
-        self.clock.now.set(now);
+        COARSE_MS.set(now);
         self.watches.borrow_mut().retain(|weak| {
             let Some(w) = weak.upgrade() else {
                 return false;
@@ -138,11 +135,6 @@ impl Watchdog {
             }
             true
         });
-    }
-
-    /// The clock its watches arm against, in milliseconds.
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
     }
 
     pub fn len(&self) -> usize {

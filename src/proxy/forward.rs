@@ -352,6 +352,9 @@ impl<'a> Exchange<'a> {
                             }
                         }
                         match res {
+                            // Bytes came: the deadline, had it fired meanwhile, shut the socket,
+                            // so the next read meets it. (`fired` loads the watch's cold line.)
+                            Ok(n) if n > 0 => received_any = true,
                             _ if conn.watch.fired() => break Err(HeadError::Timeout),
                             Ok(0) | Err(_) if !received_any => break Err(HeadError::Empty),
                             Ok(0) => {
@@ -359,8 +362,7 @@ impl<'a> Exchange<'a> {
                                     "upstream closed inside the response head",
                                 ))
                             }
-                            Ok(_) => received_any = true,
-                            Err(_) => break Err(HeadError::Io),
+                            _ => break Err(HeadError::Io),
                         }
                     };
                     let rtt = || sent_at.map(|t| t.elapsed()).unwrap_or_default();
@@ -441,7 +443,9 @@ impl<'a> Exchange<'a> {
                     };
                     match relayed {
                         Ok(()) => {
-                            if resp.reusable && self.ubuf.is_empty() {
+                            // A deadline that fired after the response came (see the head
+                            // loop) shut the socket: it is not pooled.
+                            if resp.reusable && self.ubuf.is_empty() && !conn.watch.fired() {
                                 cluster.checkin(conn);
                             }
                             Ok(if resp.keep {

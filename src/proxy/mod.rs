@@ -10,7 +10,7 @@ mod spares;
 pub mod state;
 
 use crate::config::{Action, HashKey};
-use crate::deadline::{Phase, Watch};
+use crate::deadline::{coarse_ms, Phase, Watch};
 use crate::gateway::rate_limit::InflightGuard as LimitGuard;
 use crate::gateway::{aggregate, local_head, Outcome, Passed, ResponseEdits};
 use crate::http::buf::ConnBuf;
@@ -377,7 +377,7 @@ fn read_request<'a>(
                 };
                 cw.arm(idle, Phase::Read);
                 if ka.served > 0 {
-                    waiting_since = cw.now_ms() as u32;
+                    waiting_since = coarse_ms() as u32;
                     // Between requests the connection keeps a small buffer, or none while it
                     // idles; one grown by a large head or body goes to the free list.
                     if ka.lean || rbuf.capacity() > SHRINK_READ_BUF_ABOVE {
@@ -405,21 +405,24 @@ fn read_request<'a>(
             // A read with no head begun and no byte before it was the keep-alive wait (a
             // buffered partial head always starts the head's deadline first).
             if ka.served > 0 && !head_started {
-                ka.lean = (cw.now_ms() as u32).wrapping_sub(waiting_since) >= LEAN_AFTER_MS;
+                ka.lean = (coarse_ms() as u32).wrapping_sub(waiting_since) >= LEAN_AFTER_MS;
             }
             match res {
+                // Bytes came: parsed even if the deadline fired meanwhile, which only shut the
+                // read side, so the next read ends and meets it below. Not asking `fired` here
+                // spares the poll a load of the watch's cold line.
+                Ok(n) if n > 0 => state = cell.get(),
                 // The deadline shut the read side: an idle connection just closes, a half-sent
                 // head gets its 408 (the write side still works).
                 _ if cw.fired() && rbuf.is_empty() => return Err(HeadEnd::Gone),
                 _ if cw.fired() => {
                     return Err(HeadEnd::Reject(Reject::new(408, "request head timed out")))
                 }
-                Ok(0) | Err(_) => {
+                _ => {
                     crate::hint::cold();
                     cw.disarm();
                     return Err(HeadEnd::Gone);
                 }
-                Ok(_) => state = cell.get(),
             }
         }
     }

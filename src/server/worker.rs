@@ -106,7 +106,7 @@ async fn worker_main(
             ));
         }
         if ticks % TRIM_EVERY == 0 {
-            let now = ctx.watchdog.now_ms();
+            let now = crate::deadline::coarse_ms();
             for c in &current.get().clusters {
                 c.trim(now);
             }

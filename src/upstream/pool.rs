@@ -45,7 +45,7 @@ impl Pool {
     #[inline]
     pub fn checkin(&mut self, stream: TcpStream, watch: Rc<Watch>) {
         if self.idle.len() < self.max_idle {
-            let since_ms = watch.now_ms();
+            let since_ms = crate::deadline::coarse_ms();
             self.idle.push_back(Idle {
                 stream,
                 watch,
@@ -67,7 +67,7 @@ impl Pool {
 
     /// Closes connections idle longer than `idle_timeout`, oldest first, at most
     /// max(2, idle/32) per call so that a large pool drains over a few seconds.
-    /// `now_ms` is the worker's coarse clock (see `Watchdog::now_ms`).
+    /// `now_ms` is the worker's coarse clock (`deadline::coarse_ms`).
     pub fn trim(&mut self, now_ms: u64, idle_timeout: Duration) -> usize {
         let idle_ms = idle_timeout.as_millis() as u64;
         let budget = (self.idle.len() / 32).max(2);

@@ -62,12 +62,13 @@ fn main() {
         write_request(out, &head, &target, &config.proxy, &info, &worker, None);
     };
     let filtered = |out: &mut Vec<u8>| {
+        let ip = info.ip();
         let req = Request {
             method: head.method,
             host: head.host,
             target: head.path,
             headers: head.headers,
-            client_ip: info.ip(),
+            client_ip: ip.as_str(),
         };
         let passed = match gw.check(&req, id_header, |o| worker.push_request_id(o), out) {
             Outcome::Pass(p) => p,

@@ -467,12 +467,13 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         plan.action = plain_action(state, route_idx, head, out, info);
         return plan;
     };
+    let ip = info.ip();
     let req = crate::gateway::Request {
         method: head.method,
         host: head.host,
         target: head.path,
         headers: head.headers,
-        client_ip: info.ip(),
+        client_ip: ip.as_str(),
     };
     let id_header = state.config.proxy.request_id_header.as_deref();
     let mut passed = match gw.check(&req, id_header, |o| state.worker.push_request_id(o), out) {
@@ -526,7 +527,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
                 h.extend_from_slice(upstream.name.as_bytes());
                 h.extend_from_slice(b"\r\n");
                 if state.config.proxy.x_forwarded_for {
-                    h.extend_from_slice(info.forwarded_for());
+                    info.push_forwarded_for(&mut h, |_| {});
                 }
                 if let (Some(idh), Some(id)) = (id_header, request_id) {
                     h.extend_from_slice(idh.as_bytes());

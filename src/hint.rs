@@ -12,8 +12,9 @@
 #[inline(never)]
 pub fn cold() {}
 
-/// Asks for the `lines` cache lines from `at` on, into every cache level. Only a hint: it reads
-/// nothing into the program and never faults, so any address will do, even a stale one.
+/// Asks for `lines` cache lines, from the one `at` is in on, into every cache level. Only a
+/// hint: it reads nothing into the program and never faults, so any address will do, even a
+/// stale one.
 #[inline(always)]
 pub fn prefetch(at: *const u8, lines: usize) {
     #[cfg(target_arch = "x86_64")]
@@ -34,9 +35,8 @@ pub fn prefetch(at: *const u8, lines: usize) {
 #[inline(always)]
 pub fn prefetch_value<T>(value: &T) {
     let at = std::ptr::from_ref(value).cast::<u8>();
-    let offset = at as usize % 64;
     prefetch(
-        at.wrapping_sub(offset),
-        (offset + std::mem::size_of::<T>()).div_ceil(64),
+        at,
+        (at as usize % 64 + std::mem::size_of::<T>()).div_ceil(64),
     );
 }

@@ -20,6 +20,8 @@ const BLOCK: Layout = match Layout::from_size_align(1536, 16) {
     Ok(l) => l,
     Err(_) => panic!("frame block layout"),
 };
+/// A block's cache lines: what is prefetched of it, whole, before a poll runs in it.
+pub const BLOCK_LINES: usize = BLOCK.size().div_ceil(64);
 
 /// A worker's free blocks.
 #[derive(Default)]
@@ -41,7 +43,7 @@ impl FramePool {
         // its first poll writes and reads all over it.
         let ptr = self
             .free
-            .take(|next| crate::hint::prefetch(next.as_ptr(), BLOCK.size() / 64))
+            .take(|next| crate::hint::prefetch(next.as_ptr(), BLOCK_LINES))
             .unwrap_or_else(allocate)
             .cast::<F>();
         // SAFETY: `ptr` is a block of `BLOCK`'s layout, which `F` fits (checked above), and

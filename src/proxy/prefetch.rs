@@ -29,8 +29,6 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 /// Lines of the task prefetched: monoio's header and the connection's future (512 bytes).
 const TASK_LINES: usize = 8;
-/// Lines of a frame prefetched: the whole block (`frame::BLOCK`, 1,536 bytes).
-pub const FRAME_LINES: usize = 24;
 /// Lines of a read's target prefetched: where the kernel copied what it received, which the
 /// poll parses first (a request or response head; 128 bytes hold a short one).
 const READ_LINES: usize = 2;
@@ -243,12 +241,11 @@ unsafe fn prefetch_task(data: *const ()) {
     let slots = task_slots(data);
     let frame = slots.frame.get();
     if !frame.is_null() {
-        prefetch(frame, FRAME_LINES);
+        prefetch(frame, super::frame::BLOCK_LINES);
     }
     let read = slots.read.get();
     if !read.is_null() {
-        // From the start of the line the bytes begin in.
-        prefetch(read.wrapping_sub(read as usize % 64), READ_LINES);
+        prefetch(read, READ_LINES);
     }
     for fd in [slots.client.get(), slots.upstream.get()] {
         if !fd.is_null() {

@@ -356,13 +356,14 @@ impl<'a> Exchange<'a> {
                             // so the next read meets it. (`fired` loads the watch's cold line.)
                             Ok(n) if n > 0 => received_any = true,
                             _ if conn.watch.fired() => break Err(HeadError::Timeout),
-                            Ok(0) | Err(_) if !received_any => break Err(HeadError::Empty),
-                            Ok(0) => {
+                            Ok(_) | Err(_) if !received_any => break Err(HeadError::Empty),
+                            // Only 0 is left: bytes were taken above.
+                            Ok(_) => {
                                 break Err(HeadError::Bad(
                                     "upstream closed inside the response head",
                                 ))
                             }
-                            _ => break Err(HeadError::Io),
+                            Err(_) => break Err(HeadError::Io),
                         }
                     };
                     let rtt = || sent_at.map(|t| t.elapsed()).unwrap_or_default();

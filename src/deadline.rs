@@ -164,8 +164,16 @@ mod tests {
         let w2 = dog.watch(server2.as_raw_fd());
         w.arm(Duration::ZERO, Phase::Read);
         w2.arm(Duration::from_secs(60), Phase::Read);
+        // Armed against the thread's clock, which the watchdog started: never early.
+        let armed_at = coarse_ms();
+        assert!(armed_at > 0, "the clock did not start with the watchdog");
+        assert!(w2.deadline.get() >= armed_at + 60_000);
         std::thread::sleep(SWEEP_EVERY * 2);
         dog.sweep();
+        assert!(
+            coarse_ms() >= armed_at + SWEEP_EVERY.as_millis() as u64,
+            "the sweep did not advance the clock"
+        );
         assert!(w.fired());
         assert!(!w2.fired());
         let mut b = [0u8; 8];

@@ -29,6 +29,8 @@ pub struct WorkerCtx {
     /// The first 8 hex digits of every request id this worker makes.
     id_prefix: [u8; 8],
     bufs: super::spares::Spares<Vec<u8>, SPARE_BUFS>,
+    /// The capacity `bufs` holds, kept under `SPARE_BUF_BYTES`.
+    spare_bytes: Cell<usize>,
     /// Reused heap blocks for the per-request exchange future.
     pub frames: super::frame::FramePool,
     /// The worker runs on io_uring, where an operation is submitted when it is made (the legacy
@@ -72,27 +74,40 @@ impl WorkerCtx {
         // The next request writes its upstream head (a few hundred bytes) at the start of the
         // buffer after this one: prefetched now, its stores do not wait for the lines.
         let warm = |next: &Vec<u8>| crate::hint::prefetch(next.as_ptr(), WARM_BUF_LINES);
-        self.bufs.take(warm).unwrap_or_else(|| {
-            // A burst past the spares: rare once the worker is warm.
-            crate::hint::cold();
-            Vec::with_capacity(cap)
-        })
+        match self.bufs.take(warm) {
+            Some(buf) => {
+                self.spare_bytes
+                    .set(self.spare_bytes.get() - buf.capacity());
+                buf
+            }
+            None => {
+                // A burst past the spares: rare once the worker is warm.
+                crate::hint::cold();
+                Vec::with_capacity(cap)
+            }
+        }
     }
 
     #[inline]
     pub fn give_buf(&self, mut buf: Vec<u8>) {
-        // Buffers grown for a large body are not kept: with up to SPARE_BUFS of them held
-        // until trimmed, the free list must stay small (1,024 x 64 KiB at worst). Nor are
-        // empty ones, which would only be reallocated by whoever takes them.
-        if (1..=SPARE_BUF_MAX).contains(&buf.capacity()) {
+        // Buffers grown for a large body are not kept, nor empty ones, which would only be
+        // reallocated by whoever takes them; and none past the byte budget.
+        let cap = buf.capacity();
+        let held = self.spare_bytes.get() + cap;
+        if (1..=SPARE_BUF_MAX).contains(&cap) && held <= SPARE_BUF_BYTES {
             buf.clear();
-            let _ = self.bufs.give(buf);
+            if self.bufs.give(buf).is_none() {
+                self.spare_bytes.set(held);
+            }
         }
     }
 
     /// Returns part of a burst's surplus buffers and frames to the allocator (control tick).
     pub fn trim_spares(&self) {
-        self.bufs.trim(TRIM_SPARES, drop);
+        self.bufs.trim(TRIM_SPARES, |buf| {
+            self.spare_bytes
+                .set(self.spare_bytes.get() - buf.capacity())
+        });
         self.frames.trim(TRIM_SPARES);
     }
 }
@@ -108,6 +123,10 @@ const SPARE_BUFS: usize = 2048;
 /// The largest buffer worth keeping: a head buffer is 4 KiB, an upstream buffer 16 KiB, a
 /// streaming one 64 KiB, and a chunk scratch that much plus its framing.
 const SPARE_BUF_MAX: usize = 65 * 1024;
+/// The most memory the spare buffers hold, until trimmed: what 1,024 streaming buffers took
+/// when the count was the only cap. The request path's 2,048 (4 and 16 KiB) fit in a third of
+/// it; a burst of large bodies is what this bounds.
+const SPARE_BUF_BYTES: usize = 1024 * SPARE_BUF_MAX;
 /// Spare buffers and frames released per trim (every 250 ms): a burst's surplus of a thousand
 /// goes back within a few seconds, never all in one go.
 const TRIM_SPARES: usize = 32;
@@ -264,5 +283,49 @@ mod tests {
         }
         w.trim_spares();
         assert_eq!(w.bufs.len(), 0);
+        assert_eq!(w.spare_bytes.get(), 0, "trimmed buffers leave the budget");
+    }
+
+    /// Streaming buffers are kept only up to the byte budget; the request path's own sizes fill
+    /// the whole count within it, and taking or trimming gives their bytes back.
+    #[test]
+    fn spare_buffers_stay_within_the_byte_budget() {
+        let w = WorkerCtx::new(0, false);
+        for _ in 0..SPARE_BUFS {
+            w.give_buf(Vec::with_capacity(SPARE_BUF_MAX));
+        }
+        let kept = w.bufs.len();
+        assert!(
+            kept > 0 && kept * SPARE_BUF_MAX <= SPARE_BUF_BYTES,
+            "kept {kept}"
+        );
+        assert!(
+            kept < SPARE_BUFS,
+            "the budget, not the count, stopped a large burst"
+        );
+        let bytes: usize = (0..kept).map(|_| w.take_buf(0).capacity()).sum();
+        assert_eq!(w.spare_bytes.get(), 0);
+        assert!(bytes <= SPARE_BUF_BYTES);
+
+        // 4 and 16 KiB, as an exchange holds: the full count fits.
+        for i in 0..SPARE_BUFS {
+            w.give_buf(Vec::with_capacity(if i % 2 == 0 {
+                4096
+            } else {
+                16 * 1024
+            }));
+        }
+        assert_eq!(w.bufs.len(), SPARE_BUFS);
+        w.give_buf(Vec::with_capacity(4096));
+        assert_eq!(w.bufs.len(), SPARE_BUFS, "the count still caps");
+        let held = w.spare_bytes.get();
+        assert_eq!(held, SPARE_BUFS / 2 * (4096 + 16 * 1024));
+        assert!(held <= SPARE_BUF_BYTES);
+        w.trim_spares(); // sets the mark
+        w.trim_spares();
+        assert_eq!(w.bufs.len(), SPARE_BUFS - TRIM_SPARES);
+        let left: usize = (0..w.bufs.len()).map(|_| w.take_buf(0).capacity()).sum();
+        assert_eq!(w.spare_bytes.get(), 0);
+        assert!(left < held, "the trimmed buffers' bytes left the budget");
     }
 }

@@ -55,7 +55,8 @@ fn render<const N: usize>(value: impl std::fmt::Display) -> ([u8; N], usize) {
     use std::io::Write;
     let mut text = [0u8; N];
     let mut rest = &mut text[..];
-    let _ = write!(rest, "{value}");
+    let fit = write!(rest, "{value}").is_ok();
+    debug_assert!(fit, "{N} bytes do not hold the text");
     let len = N - rest.len();
     (text, len)
 }

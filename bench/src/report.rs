@@ -69,6 +69,20 @@ pub struct ProxySummary {
     pub idle_opened: Option<Agg>,
     /// Latency distribution of the median-throughput repetition.
     pub percentiles: Vec<(f64, f64)>,
+    /// Each successful repetition's own figures, so targets can also be judged repetition by
+    /// repetition against the peers of the same repetition (`targets::judge`).
+    #[serde(skip)]
+    pub reps: Vec<RepFigures>,
+}
+
+/// One successful repetition of one proxy in one cell.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RepFigures {
+    pub rep: usize,
+    pub rps: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub user_us_per_req: Option<f64>,
+    pub total_us_per_req: Option<f64>,
 }
 
 impl ProxySummary {
@@ -140,6 +154,16 @@ pub fn summarise(cr: &CellResult, proxy: ProxyKind) -> ProxySummary {
         percentiles: median_run
             .map(|l| l.percentiles.clone())
             .unwrap_or_default(),
+        reps: ok
+            .iter()
+            .map(|r| RepFigures {
+                rep: r.rep,
+                rps: r.load.as_ref().map(|l| l.rps),
+                p99_us: r.load.as_ref().and_then(|l| l.latency_us.p99),
+                user_us_per_req: r.user_us_per_req,
+                total_us_per_req: r.total_us_per_req,
+            })
+            .collect(),
     }
 }
 
@@ -398,13 +422,18 @@ pub fn markdown(
         );
         let _ = writeln!(
             o,
-            "| target | cell | build | Ringway | better peer | ratio | limit | result |"
+            "The result judges the medians over the repetitions. \"Repetitions met\" applies the \
+             same limits to each repetition against the better peer of that repetition.\n"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            o,
+            "| target | cell | build | Ringway | better peer | ratio | limit | result | repetitions met |"
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
         for t in targets {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 t.name,
                 t.cell,
                 t.build,
@@ -419,7 +448,10 @@ pub fn markdown(
                     .map(|v| format!("{v:.2}"))
                     .unwrap_or_else(|| "–".into()),
                 t.limit,
-                t.status
+                t.status,
+                t.reps_met
+                    .map(|(met, n)| format!("{met} of {n}"))
+                    .unwrap_or_else(|| "–".into())
             );
         }
         o.push('\n');

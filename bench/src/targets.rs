@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::ProxyKind;
-use crate::report::{Agg, CellSummary, ProxySummary};
+use crate::report::{Agg, CellSummary, ProxySummary, RepFigures};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +47,10 @@ pub struct TargetResult {
     pub limit: String,
     /// `met`, `MISSED`, or `n/a (...)` when the cell cannot judge it.
     pub status: String,
+    /// The same limits applied to each repetition on its own, against the better peer of that
+    /// repetition: (met, judged). Shown beside the verdict, which stays on the medians: on a
+    /// machine whose speed drifts between repetitions, pairing shows how often a target holds.
+    pub reps_met: Option<(usize, usize)>,
 }
 
 impl TargetResult {
@@ -86,6 +90,67 @@ fn metric(t: &Target, p: Option<&ProxySummary>) -> Result<Option<Agg>, ()> {
         "p99_us" => p.p99_us,
         _ => return Err(()),
     })
+}
+
+/// Reads a metric from one repetition's figures.
+fn rep_metric(t: &Target, r: &RepFigures) -> Option<f64> {
+    match t.metric.as_str() {
+        "user_us_per_req" => r.user_us_per_req,
+        "total_us_per_req" => r.total_us_per_req,
+        "rps" => r.rps,
+        "p99_us" => r.p99_us,
+        _ => None,
+    }
+}
+
+/// The limits `value` (Ringway's) breaks, given the better peer's figure when there is one.
+fn breaches(t: &Target, value: f64, peer: Option<f64>) -> Vec<String> {
+    let mut missed = Vec::new();
+    if let Some(a) = t.max_abs {
+        if value > a {
+            missed.push(format!("{value:.3} > {a}"));
+        }
+    }
+    if let Some(v) = peer.filter(|v| *v > 0.0) {
+        let ratio = value / v;
+        if let Some(m) = t.max_ratio {
+            if ratio > m {
+                missed.push(format!("ratio {ratio:.2} > {m}"));
+            }
+        }
+        if let Some(m) = t.min_ratio {
+            if ratio < m {
+                missed.push(format!("ratio {ratio:.2} < {m}"));
+            }
+        }
+    }
+    missed
+}
+
+/// Judges every repetition in which the build and at least one peer succeeded, each against
+/// the better peer of that same repetition.
+fn judge_reps(t: &Target, cell: &CellSummary, build: ProxyKind) -> Option<(usize, usize)> {
+    let of = |k: ProxyKind| cell.proxies.iter().find(|p| p.proxy == k);
+    let hib = higher_is_better(&t.metric);
+    let (mut met, mut judged) = (0, 0);
+    for r in &of(build)?.reps {
+        let Some(value) = rep_metric(t, r) else {
+            continue;
+        };
+        let peer = [ProxyKind::Nginx, ProxyKind::Haproxy]
+            .into_iter()
+            .filter_map(|k| of(k)?.reps.iter().find(|p| p.rep == r.rep))
+            .filter_map(|p| rep_metric(t, p))
+            .reduce(|a, b| if (a > b) == hib { a } else { b });
+        if peer.is_none() && (t.max_ratio.is_some() || t.min_ratio.is_some()) {
+            continue;
+        }
+        judged += 1;
+        if breaches(t, value, peer).is_empty() {
+            met += 1;
+        }
+    }
+    (judged > 0).then_some((met, judged))
 }
 
 fn higher_is_better(m: &str) -> bool {
@@ -139,6 +204,7 @@ fn judge(t: &Target, cell: &CellSummary, build: ProxyKind) -> TargetResult {
         ratio: None,
         limit: limits.join(", "),
         status: String::new(),
+        reps_met: None,
     };
     let get = |k: ProxyKind| {
         cell.proxies
@@ -156,40 +222,34 @@ fn judge(t: &Target, cell: &CellSummary, build: ProxyKind) -> TargetResult {
         .into_iter()
         .filter_map(get)
         .reduce(|a, b| if (a.1 > b.1) == hib { a } else { b });
-    let mut missed = Vec::new();
-    if let Some(a) = t.max_abs {
-        if rw > a {
-            missed.push(format!("{rw:.3} > {a}"));
-        }
-    }
-    match peer {
+    let missed = match peer {
         Some((p, v)) => {
             res.peer = Some((p.proxy.name().to_string(), v));
             if t.only_proxy_bound && p.bottleneck != "proxy" {
+                let missed = breaches(t, rw, None);
                 if missed.is_empty() {
                     res.status = format!("n/a ({} bound by {})", p.proxy.name(), p.bottleneck);
                     return res;
                 }
-            } else if v > 0.0 {
-                let ratio = rw / v;
-                res.ratio = Some(ratio);
-                if let Some(m) = t.max_ratio {
-                    if ratio > m {
-                        missed.push(format!("ratio {ratio:.2} > {m}"));
-                    }
+                missed
+            } else {
+                if v > 0.0 {
+                    res.ratio = Some(rw / v);
                 }
-                if let Some(m) = t.min_ratio {
-                    if ratio < m {
-                        missed.push(format!("ratio {ratio:.2} < {m}"));
-                    }
-                }
+                res.reps_met = judge_reps(t, cell, build);
+                breaches(t, rw, Some(v))
             }
         }
         None if t.max_ratio.is_some() || t.min_ratio.is_some() => {
+            let mut missed = breaches(t, rw, None);
             missed.push("no peer figure to compare with".into());
+            missed
         }
-        None => {}
-    }
+        None => {
+            res.reps_met = judge_reps(t, cell, build);
+            breaches(t, rw, None)
+        }
+    };
     res.status = if missed.is_empty() {
         "met".into()
     } else {
@@ -203,7 +263,12 @@ mod tests {
     use super::*;
 
     fn summary(proxy: ProxyKind, user_us: f64) -> ProxySummary {
-        let a = Agg::of(vec![user_us]);
+        with_reps(proxy, &[user_us])
+    }
+
+    /// A summary whose repetitions 0, 1, ... had these user-CPU figures.
+    fn with_reps(proxy: ProxyKind, user_us: &[f64]) -> ProxySummary {
+        let a = Agg::of(user_us.to_vec());
         ProxySummary {
             proxy,
             runs_ok: 1,
@@ -229,6 +294,15 @@ mod tests {
             idle_bytes_per_conn: None,
             idle_opened: None,
             percentiles: Vec::new(),
+            reps: user_us
+                .iter()
+                .enumerate()
+                .map(|(rep, &u)| RepFigures {
+                    rep,
+                    user_us_per_req: Some(u),
+                    ..RepFigures::default()
+                })
+                .collect(),
         }
     }
 
@@ -279,6 +353,38 @@ mod tests {
         );
         // The peer is the better of nginx and HAProxy, never the floor or the other build.
         assert!(r.iter().all(|t| t.peer == Some(("nginx".into(), 3.0))));
+    }
+
+    #[test]
+    fn repetitions_are_judged_against_the_peers_of_the_same_repetition() {
+        // A machine that slowed down over the run: the medians (0.9 against 2.0) meet the
+        // ceiling, but only the first two repetitions do on their own, and the last one also
+        // breaks the ratio against its own peer (1.2 / 2.2 > 0.5).
+        let c = cell(vec![
+            with_reps(ProxyKind::Ringway, &[0.6, 0.9, 1.1, 1.2]),
+            with_reps(ProxyKind::Nginx, &[1.4, 1.8, 2.2, 2.2]),
+            // A peer that failed in repetition 1 is absent from it; nginx is the better one
+            // wherever both ran.
+            ProxySummary {
+                reps: with_reps(ProxyKind::Haproxy, &[3.0, 9.9, 3.0, 3.0])
+                    .reps
+                    .into_iter()
+                    .filter(|r| r.rep != 1)
+                    .collect(),
+                ..with_reps(ProxyKind::Haproxy, &[3.0, 3.0, 3.0])
+            },
+        ]);
+        let r = check(&user_target(), &[c]);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].status, "met", "{:?}", r[0]);
+        assert_eq!(r[0].reps_met, Some((2, 4)));
+
+        // Against a stronger peer in repetition 0 only, that repetition misses the ratio too.
+        let c = cell(vec![
+            with_reps(ProxyKind::Ringway, &[0.6, 0.9]),
+            with_reps(ProxyKind::Nginx, &[1.0, 1.9]),
+        ]);
+        assert_eq!(check(&user_target(), &[c])[0].reps_met, Some((1, 2)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A worker's free list of reusable blocks (request buffers, exchange frames): last in, first
 //! out so the block reused is the one still in cache, capped, and trimmed a few at a time to
 //! what recent traffic drew on, so a burst's surplus goes back without a free-all stall.
+//! `SpareBufs` is the list for byte buffers, which also keeps the capacity it holds in a budget.
 
 use std::cell::{Cell, RefCell};
 
@@ -68,6 +69,65 @@ impl<T, const CAP: usize> Spares<T, CAP> {
     pub fn drain_all(&mut self) -> std::vec::Drain<'_, T> {
         self.low.set(0);
         self.items.get_mut().drain(..)
+    }
+}
+
+/// The free list for byte buffers. Unlike frames they differ in size (4 KiB heads to 65 KiB
+/// streaming chunks), so the count alone does not bound the memory: the capacity held is kept
+/// at most `MAX_BYTES` as well, and every way in or out of the list accounts for it.
+pub struct SpareBufs<const CAP: usize, const MAX_BYTES: usize> {
+    list: Spares<Vec<u8>, CAP>,
+    bytes: Cell<usize>,
+}
+
+impl<const CAP: usize, const MAX_BYTES: usize> Default for SpareBufs<CAP, MAX_BYTES> {
+    fn default() -> Self {
+        Self {
+            list: Spares::default(),
+            bytes: Cell::new(0),
+        }
+    }
+}
+
+impl<const CAP: usize, const MAX_BYTES: usize> SpareBufs<CAP, MAX_BYTES> {
+    /// As `Spares::take`.
+    #[inline]
+    pub fn take(&self, warm: impl FnOnce(&Vec<u8>)) -> Option<Vec<u8>> {
+        let buf = self.list.take(warm)?;
+        self.bytes.set(self.bytes.get() - buf.capacity());
+        Some(buf)
+    }
+
+    /// Keeps `buf` for reuse, or hands it back when the list is full or it would take the
+    /// held capacity past the budget.
+    #[inline]
+    pub fn give(&self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        let held = self.bytes.get() + buf.capacity();
+        if held > MAX_BYTES {
+            return Some(buf);
+        }
+        let refused = self.list.give(buf);
+        if refused.is_none() {
+            self.bytes.set(held);
+        }
+        refused
+    }
+
+    /// As `Spares::trim`; the released buffers are freed.
+    pub fn trim(&self, max: usize) {
+        self.list
+            .trim(max, |buf| self.bytes.set(self.bytes.get() - buf.capacity()));
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// The capacity held.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes.get()
     }
 }
 

@@ -28,9 +28,7 @@ pub struct WorkerCtx {
     next_id: Cell<u64>,
     /// The first 8 hex digits of every request id this worker makes.
     id_prefix: [u8; 8],
-    bufs: super::spares::Spares<Vec<u8>, SPARE_BUFS>,
-    /// The capacity `bufs` holds, kept under `SPARE_BUF_BYTES`.
-    spare_bytes: Cell<usize>,
+    bufs: super::spares::SpareBufs<SPARE_BUFS, SPARE_BUF_BYTES>,
     /// Reused heap blocks for the per-request exchange future.
     pub frames: super::frame::FramePool,
     /// The worker runs on io_uring, where an operation is submitted when it is made (the legacy
@@ -74,40 +72,26 @@ impl WorkerCtx {
         // The next request writes its upstream head (a few hundred bytes) at the start of the
         // buffer after this one: prefetched now, its stores do not wait for the lines.
         let warm = |next: &Vec<u8>| crate::hint::prefetch(next.as_ptr(), WARM_BUF_LINES);
-        match self.bufs.take(warm) {
-            Some(buf) => {
-                self.spare_bytes
-                    .set(self.spare_bytes.get() - buf.capacity());
-                buf
-            }
-            None => {
-                // A burst past the spares: rare once the worker is warm.
-                crate::hint::cold();
-                Vec::with_capacity(cap)
-            }
-        }
+        self.bufs.take(warm).unwrap_or_else(|| {
+            // A burst past the spares: rare once the worker is warm.
+            crate::hint::cold();
+            Vec::with_capacity(cap)
+        })
     }
 
     #[inline]
     pub fn give_buf(&self, mut buf: Vec<u8>) {
         // Buffers grown for a large body are not kept, nor empty ones, which would only be
-        // reallocated by whoever takes them; and none past the byte budget.
-        let cap = buf.capacity();
-        let held = self.spare_bytes.get() + cap;
-        if (1..=SPARE_BUF_MAX).contains(&cap) && held <= SPARE_BUF_BYTES {
+        // reallocated by whoever takes them; the list itself keeps to its byte budget.
+        if (1..=SPARE_BUF_MAX).contains(&buf.capacity()) {
             buf.clear();
-            if self.bufs.give(buf).is_none() {
-                self.spare_bytes.set(held);
-            }
+            let _ = self.bufs.give(buf);
         }
     }
 
     /// Returns part of a burst's surplus buffers and frames to the allocator (control tick).
     pub fn trim_spares(&self) {
-        self.bufs.trim(TRIM_SPARES, |buf| {
-            self.spare_bytes
-                .set(self.spare_bytes.get() - buf.capacity())
-        });
+        self.bufs.trim(TRIM_SPARES);
         self.frames.trim(TRIM_SPARES);
     }
 }
@@ -283,7 +267,7 @@ mod tests {
         }
         w.trim_spares();
         assert_eq!(w.bufs.len(), 0);
-        assert_eq!(w.spare_bytes.get(), 0, "trimmed buffers leave the budget");
+        assert_eq!(w.bufs.bytes(), 0, "trimmed buffers leave the budget");
     }
 
     /// Streaming buffers are kept only up to the byte budget; the request path's own sizes fill
@@ -295,16 +279,18 @@ mod tests {
             w.give_buf(Vec::with_capacity(SPARE_BUF_MAX));
         }
         let kept = w.bufs.len();
-        assert!(
-            kept > 0 && kept * SPARE_BUF_MAX <= SPARE_BUF_BYTES,
-            "kept {kept}"
+        assert_eq!(
+            kept,
+            SPARE_BUF_BYTES / SPARE_BUF_MAX,
+            "as many as the budget holds"
         );
+        assert_eq!(w.bufs.bytes(), kept * SPARE_BUF_MAX);
         assert!(
             kept < SPARE_BUFS,
             "the budget, not the count, stopped a large burst"
         );
         let bytes: usize = (0..kept).map(|_| w.take_buf(0).capacity()).sum();
-        assert_eq!(w.spare_bytes.get(), 0);
+        assert_eq!(w.bufs.bytes(), 0);
         assert!(bytes <= SPARE_BUF_BYTES);
 
         // 4 and 16 KiB, as an exchange holds: the full count fits.
@@ -318,14 +304,14 @@ mod tests {
         assert_eq!(w.bufs.len(), SPARE_BUFS);
         w.give_buf(Vec::with_capacity(4096));
         assert_eq!(w.bufs.len(), SPARE_BUFS, "the count still caps");
-        let held = w.spare_bytes.get();
+        let held = w.bufs.bytes();
         assert_eq!(held, SPARE_BUFS / 2 * (4096 + 16 * 1024));
         assert!(held <= SPARE_BUF_BYTES);
         w.trim_spares(); // sets the mark
         w.trim_spares();
         assert_eq!(w.bufs.len(), SPARE_BUFS - TRIM_SPARES);
         let left: usize = (0..w.bufs.len()).map(|_| w.take_buf(0).capacity()).sum();
-        assert_eq!(w.spare_bytes.get(), 0);
+        assert_eq!(w.bufs.bytes(), 0);
         assert!(left < held, "the trimmed buffers' bytes left the budget");
     }
 }

@@ -83,6 +83,8 @@ pub struct RepFigures {
     pub p99_us: Option<f64>,
     pub user_us_per_req: Option<f64>,
     pub total_us_per_req: Option<f64>,
+    /// The proxy's own CPU was the bottleneck in this repetition.
+    pub proxy_bound: bool,
 }
 
 impl ProxySummary {
@@ -162,6 +164,7 @@ pub fn summarise(cr: &CellResult, proxy: ProxyKind) -> ProxySummary {
                 p99_us: r.load.as_ref().and_then(|l| l.latency_us.p99),
                 user_us_per_req: r.user_us_per_req,
                 total_us_per_req: r.total_us_per_req,
+                proxy_bound: r.bottleneck == "proxy",
             })
             .collect(),
     }
@@ -475,6 +478,77 @@ pub fn markdown(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_repetition_keeps_its_own_figures_and_a_failed_attempt_none() {
+        let run = |rep, attempt, user: Option<f64>, bottleneck: &str| {
+            let mut r = RunRecord::failed(ProxyKind::Ringway, rep, attempt, "refused".into());
+            if let Some(u) = user {
+                r.error = None;
+                r.user_us_per_req = Some(u);
+                r.total_us_per_req = Some(u + 10.0);
+                r.bottleneck = bottleneck.into();
+            }
+            r
+        };
+        let cr = CellResult {
+            cell: crate::scenarios::Cell::closed(50, 0, ScenarioKind::Closed),
+            skipped: None,
+            runs: vec![
+                run(0, 0, None, ""),
+                run(0, 1, Some(0.5), "proxy"),
+                run(1, 0, Some(0.7), "load"),
+            ],
+        };
+        let s = summarise(&cr, ProxyKind::Ringway);
+        let got: Vec<_> = s
+            .reps
+            .iter()
+            .map(|r| (r.rep, r.user_us_per_req, r.total_us_per_req, r.proxy_bound))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, Some(0.5), Some(10.5), true),
+                (1, Some(0.7), Some(10.7), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_targets_table_shows_how_many_repetitions_met_each() {
+        let meta = Meta {
+            date: "d".into(),
+            host: "h".into(),
+            kernel: "k".into(),
+            cpu_model: "c".into(),
+            cores: 2,
+            git_commit: "g".into(),
+            command: "bench".into(),
+            proxy_cpus: vec![0],
+            load_cpus: vec![1],
+            driver: "loadgen".into(),
+            upstream: "loadgen".into(),
+            versions: Vec::new(),
+            nofile_limit: 0,
+            wall_s: 0.0,
+        };
+        let t = |reps_met| TargetResult {
+            name: "total".into(),
+            cell: "closed-c200".into(),
+            build: "ringway".into(),
+            ringway: Some(10.4),
+            peer: Some(("nginx".into(), 13.5)),
+            ratio: Some(0.77),
+            limit: "≤ 0.8x".into(),
+            status: "met".into(),
+            reps_met,
+        };
+        let md = markdown(&meta, &[], &[t(Some((4, 7))), t(None)], &[], &[]);
+        assert!(md.contains("| result | repetitions met |"), "{md}");
+        assert!(md.contains("| ≤ 0.8x | met | 4 of 7 |"), "{md}");
+        assert!(md.contains("| ≤ 0.8x | met | – |"), "{md}");
+    }
 
     #[test]
     fn median_min_max() {

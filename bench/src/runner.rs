@@ -108,7 +108,7 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    fn failed(proxy: ProxyKind, rep: usize, attempt: usize, e: String) -> RunRecord {
+    pub(crate) fn failed(proxy: ProxyKind, rep: usize, attempt: usize, e: String) -> RunRecord {
         RunRecord {
             proxy,
             rep,

@@ -20,8 +20,7 @@ pub struct TargetsFile {
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub name: String,
-    /// `user_us_per_req`, `total_us_per_req`, `rps`, `p99_us`.
-    pub metric: String,
+    pub metric: Metric,
     pub cells: Vec<String>,
     /// Ringway / better peer must be at most this (lower-is-better metrics).
     pub max_ratio: Option<f64>,
@@ -33,6 +32,48 @@ pub struct Target {
     /// a load-bound cell cannot show a throughput difference.
     #[serde(default)]
     pub only_proxy_bound: bool,
+}
+
+/// What a target measures; the file names it in snake case (`user_us_per_req`, ...), and an
+/// unknown name is refused when the file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    UserUsPerReq,
+    TotalUsPerReq,
+    Rps,
+    P99Us,
+}
+
+impl Metric {
+    /// Over the repetitions, as summarised.
+    fn of(self, p: &ProxySummary) -> Option<Agg> {
+        match self {
+            Metric::UserUsPerReq => p.user_us_per_req,
+            Metric::TotalUsPerReq => p.total_us_per_req,
+            Metric::Rps => p.rps,
+            Metric::P99Us => p.p99_us,
+        }
+    }
+
+    /// In one repetition.
+    fn of_rep(self, r: &RepFigures) -> Option<f64> {
+        match self {
+            Metric::UserUsPerReq => r.user_us_per_req,
+            Metric::TotalUsPerReq => r.total_us_per_req,
+            Metric::Rps => r.rps,
+            Metric::P99Us => r.p99_us,
+        }
+    }
+
+    /// The better of two figures' holders: higher throughput, lower everything else.
+    fn better<T>(self, a: (T, f64), b: (T, f64)) -> (T, f64) {
+        if (a.1 > b.1) == (self == Metric::Rps) {
+            a
+        } else {
+            b
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,46 +102,7 @@ impl TargetResult {
 
 pub fn load(path: &Path) -> Result<TargetsFile, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let f: TargetsFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    for t in &f.targets {
-        if metric(t, None).is_err() {
-            return Err(format!(
-                "{}: target `{}`: unknown metric `{}`",
-                path.display(),
-                t.name,
-                t.metric
-            ));
-        }
-    }
-    Ok(f)
-}
-
-/// Reads a metric from a summary; Err for an unknown metric name.
-fn metric(t: &Target, p: Option<&ProxySummary>) -> Result<Option<Agg>, ()> {
-    let Some(p) = p else {
-        return match t.metric.as_str() {
-            "user_us_per_req" | "total_us_per_req" | "rps" | "p99_us" => Ok(None),
-            _ => Err(()),
-        };
-    };
-    Ok(match t.metric.as_str() {
-        "user_us_per_req" => p.user_us_per_req,
-        "total_us_per_req" => p.total_us_per_req,
-        "rps" => p.rps,
-        "p99_us" => p.p99_us,
-        _ => return Err(()),
-    })
-}
-
-/// Reads a metric from one repetition's figures.
-fn rep_metric(t: &Target, r: &RepFigures) -> Option<f64> {
-    match t.metric.as_str() {
-        "user_us_per_req" => r.user_us_per_req,
-        "total_us_per_req" => r.total_us_per_req,
-        "rps" => r.rps,
-        "p99_us" => r.p99_us,
-        _ => None,
-    }
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The limits `value` (Ringway's) breaks, given the better peer's figure when there is one.
@@ -128,33 +130,31 @@ fn breaches(t: &Target, value: f64, peer: Option<f64>) -> Vec<String> {
 }
 
 /// Judges every repetition in which the build and at least one peer succeeded, each against
-/// the better peer of that same repetition.
+/// the better peer of that same repetition (and, for a target that asks it, only where that
+/// peer was bound by its own CPU).
 fn judge_reps(t: &Target, cell: &CellSummary, build: ProxyKind) -> Option<(usize, usize)> {
     let of = |k: ProxyKind| cell.proxies.iter().find(|p| p.proxy == k);
-    let hib = higher_is_better(&t.metric);
     let (mut met, mut judged) = (0, 0);
     for r in &of(build)?.reps {
-        let Some(value) = rep_metric(t, r) else {
+        let Some(value) = t.metric.of_rep(r) else {
             continue;
         };
         let peer = [ProxyKind::Nginx, ProxyKind::Haproxy]
             .into_iter()
             .filter_map(|k| of(k)?.reps.iter().find(|p| p.rep == r.rep))
-            .filter_map(|p| rep_metric(t, p))
-            .reduce(|a, b| if (a > b) == hib { a } else { b });
-        if peer.is_none() && (t.max_ratio.is_some() || t.min_ratio.is_some()) {
-            continue;
-        }
+            .filter_map(|p| Some((p.proxy_bound, t.metric.of_rep(p)?)))
+            .reduce(|a, b| t.metric.better(a, b));
+        let peer = match peer {
+            Some((bound, _)) if t.only_proxy_bound && !bound => continue,
+            None if t.max_ratio.is_some() || t.min_ratio.is_some() => continue,
+            p => p.map(|p| p.1),
+        };
         judged += 1;
         if breaches(t, value, peer).is_empty() {
             met += 1;
         }
     }
     (judged > 0).then_some((met, judged))
-}
-
-fn higher_is_better(m: &str) -> bool {
-    m == "rps"
 }
 
 pub fn check(f: &TargetsFile, summary: &[CellSummary]) -> Vec<TargetResult> {
@@ -210,18 +210,17 @@ fn judge(t: &Target, cell: &CellSummary, build: ProxyKind) -> TargetResult {
         cell.proxies
             .iter()
             .find(|p| p.proxy == k)
-            .and_then(|p| metric(t, Some(p)).ok().flatten().map(|a| (p, a.median)))
+            .and_then(|p| t.metric.of(p).map(|a| (p, a.median)))
     };
     let Some((_, rw)) = get(build) else {
         res.status = "MISSED (no Ringway figure)".into();
         return res;
     };
     res.ringway = Some(rw);
-    let hib = higher_is_better(&t.metric);
     let peer = [ProxyKind::Nginx, ProxyKind::Haproxy]
         .into_iter()
         .filter_map(get)
-        .reduce(|a, b| if (a.1 > b.1) == hib { a } else { b });
+        .reduce(|a, b| t.metric.better(a, b));
     let missed = match peer {
         Some((p, v)) => {
             res.peer = Some((p.proxy.name().to_string(), v));
@@ -320,7 +319,7 @@ mod tests {
         TargetsFile {
             targets: vec![Target {
                 name: "user".into(),
-                metric: "user_us_per_req".into(),
+                metric: Metric::UserUsPerReq,
                 cells: vec!["closed-c50".into()],
                 max_ratio: Some(0.5),
                 min_ratio: None,
@@ -385,6 +384,69 @@ mod tests {
             with_reps(ProxyKind::Nginx, &[1.0, 1.9]),
         ]);
         assert_eq!(check(&user_target(), &[c])[0].reps_met, Some((1, 2)));
+    }
+
+    #[test]
+    fn throughput_repetitions_count_only_where_the_peer_was_proxy_bound() {
+        // Each repetition's req/s, and whether the proxy's own CPU bound it.
+        let rps = |proxy, figures: &[(f64, bool)]| ProxySummary {
+            rps: Agg::of(figures.iter().map(|f| f.0).collect()),
+            bottleneck: "proxy".into(),
+            reps: figures
+                .iter()
+                .enumerate()
+                .map(|(rep, &(v, proxy_bound))| RepFigures {
+                    rep,
+                    rps: Some(v),
+                    proxy_bound,
+                    ..RepFigures::default()
+                })
+                .collect(),
+            ..summary(proxy, 0.0)
+        };
+        // In repetition 1 nginx, the better peer, was held back by the load side: that one
+        // says nothing. Of the other two, Ringway outran nginx in repetition 0 only.
+        let c = cell(vec![
+            rps(
+                ProxyKind::Ringway,
+                &[(100.0, true), (50.0, true), (70.0, true)],
+            ),
+            rps(
+                ProxyKind::Nginx,
+                &[(80.0, true), (90.0, false), (75.0, true)],
+            ),
+            rps(
+                ProxyKind::Haproxy,
+                &[(60.0, true), (60.0, true), (60.0, true)],
+            ),
+        ]);
+        let f = TargetsFile {
+            targets: vec![Target {
+                name: "throughput".into(),
+                metric: Metric::Rps,
+                cells: vec!["closed-c50".into()],
+                max_ratio: None,
+                min_ratio: Some(1.0),
+                max_abs: None,
+                only_proxy_bound: true,
+            }],
+        };
+        let r = check(&f, &[c]);
+        assert_eq!(r[0].reps_met, Some((1, 2)), "{:?}", r[0]);
+    }
+
+    #[test]
+    fn an_unknown_metric_is_refused_with_the_file() {
+        let path = std::env::temp_dir().join(format!("targets-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[[target]]\nname = \"x\"\nmetric = \"speed\"\ncells = [\"closed-c50\"]\n",
+        )
+        .unwrap();
+        let e = load(&path).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(e.contains("speed") && e.contains("user_us_per_req"), "{e}");
     }
 
     #[test]

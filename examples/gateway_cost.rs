@@ -39,7 +39,7 @@ fn main() {
     let gateway = CoreGateway::new(&config);
     let gw = gateway.route(0).expect("route 0 has filters");
     let worker = WorkerCtx::new(0, false); // no forwarding here: the driver flag is unused
-    let info = ClientInfo::new(std::net::Ipv4Addr::LOCALHOST.into());
+    let info = ClientInfo::new(std::net::Ipv4Addr::LOCALHOST.into(), false);
     let limits = Limits {
         max_request_line: 8192,
         max_head_size: 32 * 1024,

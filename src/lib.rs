@@ -11,4 +11,5 @@ pub mod l4;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;

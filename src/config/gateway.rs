@@ -380,7 +380,7 @@ fn value_ok(s: &str) -> bool {
 
 impl Validator<'_> {
     /// Resolves a path in the config relative to the config file's folder.
-    fn rel_path(&self, p: &str) -> PathBuf {
+    pub(super) fn rel_path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
             return p.to_path_buf();

@@ -6,6 +6,7 @@ mod gateway;
 mod model;
 mod raw;
 mod template;
+mod tls;
 mod units;
 
 pub use default::DEFAULT_CONFIG;
@@ -190,10 +191,21 @@ impl Validator<'_> {
                     ))
                 }
             };
+            let tls = match (&l.tls, protocol) {
+                (None, _) => None,
+                (Some(t), Protocol::Http) => Some(self.listener_tls(&format!("listener[{i}].tls"), t)?),
+                (Some(_), Protocol::Tcp(_)) => {
+                    return Err(self.err(
+                        format!("listener[{i}].tls"),
+                        "TLS terminates on HTTP listeners only; a tcp listener relays bytes as they come",
+                    ))
+                }
+            };
             listeners.push(Listener {
                 name,
                 bind,
                 protocol,
+                tls,
             });
         }
         let has_http = listeners.iter().any(|l| l.protocol == Protocol::Http);

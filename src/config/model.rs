@@ -72,6 +72,16 @@ pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
     pub protocol: Protocol,
+    /// TLS termination (HTTP listeners only): None serves plain HTTP.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A TLS listener's handshake settings, built and checked at load time.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+    /// The whole handshake must finish within this.
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -86,6 +86,26 @@ pub struct RawListener {
     pub bind: String,
     pub protocol: Option<String>,
     pub upstream: Option<String>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+    pub min_version: Option<String>,
+    pub handshake_timeout: Option<String>,
+    #[serde(default)]
+    pub sni: Vec<RawSniCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSniCert {
+    pub server_names: Vec<String>,
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@
 //! another server when the route's policy, the request's safety and the retry budget allow.
 
 use super::body::{self, BodyError, Deadlines, Encode, Failure, Side};
+use super::client::ClientStream;
 use super::head::{connection_line, write_response, OutFraming};
 use super::state::CoreState;
 use super::{Next, Plan};
@@ -14,7 +15,6 @@ use crate::http::response;
 use crate::http::status::{write_error, CONTINUE_100};
 use crate::upstream::{Cluster, ConnectError, Outcome, SelectError, UpstreamConn};
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 use monoio::time::Instant;
 use std::mem::MaybeUninit;
 use std::time::Duration;
@@ -148,10 +148,10 @@ fn write_failure(cluster: &Cluster, server: usize, stale: bool) -> AttemptError 
 /// The exchange of a forwarded request, as a future living in one of the worker's reused
 /// frames: off the connection's future, which an idle keep-alive connection keeps.
 /// `out` holds the upstream request head on entry and is reused.
-pub fn in_frame<'a>(
+pub fn in_frame<'a, C: ClientStream>(
     state: &'a CoreState,
     cluster_idx: usize,
-    client: &'a mut TcpStream,
+    client: &'a mut C,
     cw: &'a Watch,
     rbuf: &'a mut ConnBuf,
     out: &'a mut Vec<u8>,
@@ -181,10 +181,10 @@ pub fn in_frame<'a>(
         body_left,
         resendable: body_left == Body::None,
     };
-    state.worker.frames.frame(ex.run())
+    C::framed(&state.worker.frames, ex.run())
 }
 
-impl Drop for Exchange<'_> {
+impl<C: ClientStream> Drop for Exchange<'_, C> {
     /// The upstream buffer goes back to the worker however the exchange ends, abandoned
     /// midway included.
     fn drop(&mut self) {
@@ -196,13 +196,13 @@ impl Drop for Exchange<'_> {
 /// Everything one exchange works on, held in one place: every await below borrows `self`
 /// instead of taking its own copies of the connections and buffers, which keeps the
 /// exchange's future (and the cache lines each request touches) small.
-struct Exchange<'a> {
+struct Exchange<'a, C: ClientStream> {
     state: &'a CoreState,
     /// The client connection's watch.
     cw: &'a Watch,
     cluster: &'a Cluster,
     plan: &'a Plan,
-    client: &'a mut TcpStream,
+    client: &'a mut C,
     /// The client's read buffer: the rest of a streamed request body comes from it.
     rbuf: &'a mut ConnBuf,
     /// The upstream's read buffer, from the worker's free list.
@@ -216,7 +216,7 @@ struct Exchange<'a> {
     resendable: bool,
 }
 
-impl<'a> Exchange<'a> {
+impl<'a, C: ClientStream> Exchange<'a, C> {
     /// Runs the exchange to its end: attempts, retries, and the answer.
     ///
     /// One future for the whole retry loop and every attempt in it, awaiting monoio's
@@ -740,8 +740,8 @@ fn response_plan(
     }
 }
 
-async fn write_client(
-    client: &mut TcpStream,
+async fn write_client<C: ClientStream>(
+    client: &mut C,
     cw: &Watch,
     out: &mut Vec<u8>,
     send_timeout: Duration,
@@ -753,8 +753,8 @@ async fn write_client(
 /// request body may be half-read, so the connection's framing is no longer certain.
 #[cold]
 #[inline(never)]
-pub async fn local_error(
-    client: &mut TcpStream,
+pub async fn local_error<C: ClientStream>(
+    client: &mut C,
     cw: &Watch,
     out: &mut Vec<u8>,
     status: u16,

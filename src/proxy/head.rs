@@ -16,13 +16,15 @@ use std::net::IpAddr;
 ///
 /// The address is kept in the connection's future, not on the heap: a rendering kept there was
 /// one more line per connection, and at 1,000 connections a cold one that every request
-/// stalled on when it copied it into the upstream head. 17 bytes, where a pointer and length
+/// stalled on when it copied it into the upstream head. 18 bytes, where a pointer and length
 /// took 16 and their alignment the rest.
 pub struct ClientInfo {
     /// An IPv4 address as text (at most 15 bytes), or an IPv6 address's 16 bytes.
     bytes: [u8; 16],
     /// The text's length, or `IPV6`.
     len: u8,
+    /// The connection came over TLS: the scheme forwarded upstream is https.
+    tls: bool,
 }
 
 /// `ClientInfo::len` of an IPv6 address, rendered when asked for: rare, and its text (up to 45
@@ -62,11 +64,8 @@ fn render<const N: usize>(value: impl std::fmt::Display) -> ([u8; N], usize) {
 }
 
 const FORWARDED_FOR: &[u8] = b"x-forwarded-for: ";
-/// Listeners speak plain HTTP only, so the scheme line is a constant.
-const FORWARDED_PROTO: &[u8] = b"x-forwarded-proto: http\r\n";
-
 impl ClientInfo {
-    pub fn new(ip: IpAddr) -> Self {
+    pub fn new(ip: IpAddr, tls: bool) -> Self {
         match ip {
             IpAddr::V4(a) => {
                 // 16 bytes hold the longest IPv4 text (15).
@@ -74,12 +73,24 @@ impl ClientInfo {
                 Self {
                     bytes,
                     len: len as u8,
+                    tls,
                 }
             }
             IpAddr::V6(a) => Self {
                 bytes: a.octets(),
                 len: IPV6,
+                tls,
             },
+        }
+    }
+
+    /// The `x-forwarded-proto` line for this connection's scheme.
+    #[inline]
+    fn forwarded_proto(&self) -> &'static [u8] {
+        if self.tls {
+            b"x-forwarded-proto: https\r\n"
+        } else {
+            b"x-forwarded-proto: http\r\n"
         }
     }
 
@@ -255,7 +266,7 @@ pub fn write_request(
         client.push_forwarded_for(out, |out| xff.write_joined(out));
     }
     if cfg.x_forwarded_proto {
-        out.extend_from_slice(FORWARDED_PROTO);
+        out.extend_from_slice(client.forwarded_proto());
     }
     if cfg.x_forwarded_host && !req.host.is_empty() {
         out.extend_from_slice(b"x-forwarded-host: ");
@@ -383,7 +394,7 @@ mod tests {
 
     #[test]
     fn client_addresses_render_as_display_does() {
-        let client = ClientInfo::new("10.1.2.3".parse().unwrap());
+        let client = ClientInfo::new("10.1.2.3".parse().unwrap(), false);
         assert_eq!(client.ip().as_str(), "10.1.2.3");
         let mut line = Vec::new();
         client.push_forwarded_for(&mut line, |out| out.extend_from_slice(b"192.0.2.7, "));
@@ -399,7 +410,7 @@ mod tests {
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ClientInfo::new(ip).ip().as_str(), ip.to_string());
+            assert_eq!(ClientInfo::new(ip, false).ip().as_str(), ip.to_string());
         }
     }
 }

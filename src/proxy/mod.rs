@@ -2,6 +2,7 @@
 //! and loop while the connection stays keep-alive. One task per client connection.
 
 pub mod body;
+pub mod client;
 mod forward;
 mod frame;
 pub mod head;
@@ -9,7 +10,7 @@ pub(crate) mod prefetch;
 mod spares;
 pub mod state;
 
-use crate::config::{Action, HashKey};
+use crate::config::{Action, HashKey, ListenerTls};
 use crate::deadline::{coarse_ms, Phase, Watch};
 use crate::gateway::rate_limit::InflightGuard as LimitGuard;
 use crate::gateway::{aggregate, local_head, Outcome, Passed, ResponseEdits};
@@ -19,6 +20,7 @@ use crate::http::status::write_error;
 use crate::http::Reject;
 use crate::route::strip_prefix;
 use crate::upstream::balance::stable_hash;
+use client::ClientStream;
 use frame::OneOf;
 use head::{ClientInfo, UpstreamHead};
 use monoio::net::TcpStream;
@@ -105,22 +107,38 @@ enum HeadEnd {
     Reject(Reject),
 }
 
+/// Serves one TLS client connection: the handshake, under its own deadline, then its requests.
+pub async fn serve_tls(cell: Rc<StateCell>, tcp: TcpStream, peer: SocketAddr, tls: ListenerTls) {
+    tcp.accepted();
+    let worker = cell.get().worker.clone();
+    // A connection in its handshake counts toward `http.max_connections` like any other.
+    worker.connections.set(worker.connections.get() + 1);
+    let watch = worker.watchdog.watch(tcp.as_raw_fd());
+    watch.arm(tls.handshake_timeout, Phase::Read);
+    let shaken = crate::tls::accept(tls.server, tcp).await;
+    watch.disarm();
+    drop(watch);
+    worker.connections.set(worker.connections.get() - 1);
+    if let Ok(client) = shaken {
+        serve_client(cell, client, peer).await;
+    }
+}
+
 /// Serves one client connection until it closes.
 #[allow(clippy::manual_async_fn)] // on purpose: see the first comment in the body
-pub fn serve_client(
+pub fn serve_client<C: ClientStream>(
     cell: Rc<StateCell>,
-    mut client: TcpStream,
+    mut client: C,
     peer: SocketAddr,
 ) -> impl std::future::Future<Output = ()> {
     // An async block, not an `async fn`: that would keep a second copy of its arguments (the
     // socket alone is 80 bytes) in every connection's future. The peer address is rendered
     // here, before it, so the future does not carry the address beside its rendering.
-    let info = ClientInfo::new(peer.ip());
+    let info = ClientInfo::new(peer.ip(), C::TLS);
     async move {
         let worker = cell.get().worker.clone();
         worker.connections.set(worker.connections.get() + 1);
-        let _ = client.set_nodelay(true);
-        prefetch::client_socket(&client);
+        client.accepted();
         // Declared after `client` so it is dropped first: no armed watch outlives its socket.
         let watch = worker.watchdog.watch(client.as_raw_fd());
         // Small on purpose: an idle keep-alive connection holds only this buffer and its task;
@@ -161,15 +179,10 @@ pub fn serve_client(
                     &mut out,
                     &plan,
                 )),
-                PlanAction::Answer(a) => OneOf::Second(worker.frames.frame(answer(
-                    &state,
-                    &mut client,
-                    &watch,
-                    &mut rbuf,
-                    &mut out,
-                    &plan,
-                    a,
-                ))),
+                PlanAction::Answer(a) => OneOf::Second(C::framed(
+                    &worker.frames,
+                    answer(&state, &mut client, &watch, &mut rbuf, &mut out, &plan, a),
+                )),
             }
             .await;
             drop(inflight);
@@ -185,19 +198,24 @@ pub fn serve_client(
             let mut out = Vec::with_capacity(256);
             write_error(&mut out, r.status, r.reason, true);
             let send_timeout = cell.get().config.http.send_timeout;
-            let _ = worker
-                .frames
-                .frame(body::write(&mut client, &mut out, &watch, send_timeout))
-                .await;
+            let _ = C::framed(
+                &worker.frames,
+                body::write(&mut client, &mut out, &watch, send_timeout),
+            )
+            .await;
+        }
+        if C::TLS {
+            watch.arm(cell.get().config.http.send_timeout, Phase::Write);
+            client.close().await;
         }
         worker.connections.set(worker.connections.get() - 1);
     }
 }
 
 /// Answers a request from Ringway itself: static, error, gateway and aggregate answers.
-async fn answer(
+async fn answer<C: ClientStream>(
     state: &CoreState,
-    client: &mut TcpStream,
+    client: &mut C,
     cw: &Watch,
     rbuf: &mut ConnBuf,
     out: &mut Vec<u8>,
@@ -285,9 +303,9 @@ fn terminate_local_head(out: &mut Vec<u8>, head_len: usize, keep: bool, head_req
     out.splice(head_len..head_len, end.iter().copied());
 }
 
-async fn finish_local(
+async fn finish_local<C: ClientStream>(
     state: &CoreState,
-    client: &mut TcpStream,
+    client: &mut C,
     cw: &Watch,
     out: &mut Vec<u8>,
     keep: bool,
@@ -322,9 +340,9 @@ fn discard_buffered_body(rbuf: &mut ConnBuf, body: Body) -> bool {
 /// a busy connection pays nothing and an idling one holds no buffer. A pending read cannot
 /// simply be cancelled instead: bytes it received in the meantime would be lost.
 #[allow(clippy::manual_async_fn)] // an `async fn` would keep its arguments twice (see `serve_client`)
-fn read_request<'a>(
+fn read_request<'a, C: ClientStream>(
     cell: &'a StateCell,
-    client: &'a mut TcpStream,
+    client: &'a mut C,
     cw: &'a Watch,
     rbuf: &'a mut ConnBuf,
     ka: &'a mut KeepAlive,
@@ -380,7 +398,8 @@ fn read_request<'a>(
                     waiting_since = coarse_ms() as u32;
                     // Between requests the connection keeps a small buffer, or none while it
                     // idles; one grown by a large head or body goes to the free list.
-                    if ka.lean || rbuf.capacity() > SHRINK_READ_BUF_ABOVE {
+                    let lean = ka.lean && C::LEAN_WAIT;
+                    if lean || rbuf.capacity() > SHRINK_READ_BUF_ABOVE {
                         // An idling connection's path: it waits anyway.
                         crate::hint::cold();
                         // Gone before the wait below, not held across it.
@@ -390,12 +409,10 @@ fn read_request<'a>(
                         } else {
                             drop(old);
                         }
-                        if ka.lean {
-                            // Any outcome (ready, shut down by the deadline, an error) is for
-                            // the read below to meet; a spurious wake-up just reads as usual.
+                        if lean {
                             // (On the legacy epoll driver the wait may return at once on
                             // cached readiness, so the saving is io_uring's.)
-                            let _ = client.readable(true).await;
+                            client.wait_readable().await;
                         }
                         rbuf.reserve_total(INITIAL_READ_BUF);
                     }

@@ -83,8 +83,9 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         handles.push(h);
     }
     for (l, addr) in config.listeners.iter().zip(&bound) {
+        let tls = if l.tls.is_some() { ", TLS" } else { "" };
         println!(
-            "ringway: listening on {addr} ({}), {workers} worker(s)",
+            "ringway: listening on {addr} ({}), {workers} worker(s){tls}",
             l.name
         );
     }
@@ -197,6 +198,9 @@ fn restart_only_changes(old: &Config, new: &Config, bound: &[std::net::SocketAdd
     for (i, (n, o)) in new.listeners.iter().zip(&old.listeners).enumerate() {
         if n.bind != o.bind && bound.get(i) != Some(&n.bind) {
             changed.push(format!("listener[{i}].bind"));
+        }
+        if n.tls.is_some() != o.tls.is_some() {
+            changed.push(format!("listener[{i}].tls"));
         }
     }
     if new.runtime.workers != old.runtime.workers {

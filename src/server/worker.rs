@@ -5,10 +5,10 @@
 use super::runtime::{self, Driver};
 use super::stop::StopSignal;
 use super::Shared;
-use crate::config::Protocol;
+use crate::config::{ListenerTls, Protocol};
 use crate::proxy::prefetch::PrefetchOnWake;
-use crate::proxy::serve_client;
 use crate::proxy::state::{CoreState, StateCell, WorkerCtx};
+use crate::proxy::{serve_client, serve_tls};
 use monoio::net::TcpListener;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -69,7 +69,12 @@ async fn worker_main(
     let ctx = Rc::new(WorkerCtx::new(id, uring));
     let mut generation = shared.generation.load(Ordering::Acquire);
     let snap = shared.current();
-    let protocols: Vec<Protocol> = snap.config.listeners.iter().map(|l| l.protocol).collect();
+    let kinds: Vec<(Protocol, Option<ListenerTls>)> = snap
+        .config
+        .listeners
+        .iter()
+        .map(|l| (l.protocol, l.tls.clone()))
+        .collect();
     let current = Rc::new(StateCell::new(CoreState::new(
         snap.config,
         snap.published,
@@ -78,11 +83,12 @@ async fn worker_main(
     )));
     let stop = Rc::new(StopSignal::default());
     let mut accepts = Vec::new();
-    for (l, protocol) in listeners.into_iter().zip(protocols) {
+    for (index, (l, kind)) in listeners.into_iter().zip(kinds).enumerate() {
         let l = TcpListener::from_std(l).map_err(|e| format!("worker {id}: listener: {e}"))?;
         accepts.push(monoio::spawn(accept_loop(
             l,
-            protocol,
+            index,
+            kind,
             current.clone(),
             stop.clone(),
         )));
@@ -138,9 +144,13 @@ async fn worker_main(
     })
 }
 
+/// Accepts on one listener until stopped. `index` is the listener's place in the config;
+/// whether it speaks TLS is fixed at start (a reload that changes it asks for a restart), but
+/// its certificates come from the config current at each accept, so a reload renews them.
 async fn accept_loop(
     listener: TcpListener,
-    protocol: Protocol,
+    index: usize,
+    (protocol, tls_at_start): (Protocol, Option<ListenerTls>),
     current: Rc<StateCell>,
     stop: Rc<StopSignal>,
 ) {
@@ -156,8 +166,8 @@ async fn accept_loop(
                         drop(stream);
                         continue;
                     }
-                    match protocol {
-                        Protocol::Http => {
+                    match (protocol, &tls_at_start) {
+                        (Protocol::Http, None) => {
                             drop(state);
                             monoio::spawn(PrefetchOnWake::new(serve_client(
                                 current.clone(),
@@ -165,7 +175,22 @@ async fn accept_loop(
                                 peer,
                             )));
                         }
-                        Protocol::Tcp(cluster) => {
+                        (Protocol::Http, Some(at_start)) => {
+                            let tls = state
+                                .config
+                                .listeners
+                                .get(index)
+                                .and_then(|l| l.tls.clone())
+                                .unwrap_or_else(|| at_start.clone());
+                            drop(state);
+                            monoio::spawn(PrefetchOnWake::new(serve_tls(
+                                current.clone(),
+                                stream,
+                                peer,
+                                tls,
+                            )));
+                        }
+                        (Protocol::Tcp(cluster), _) => {
                             monoio::spawn(crate::l4::serve_tcp(state, stream, peer, cluster));
                         }
                     }

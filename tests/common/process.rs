@@ -39,6 +39,18 @@ pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T
     }
 }
 
+/// Runs `ringway check FILE`: its exit code and what it printed (stderr, then stdout).
+pub fn ringway_check(path: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(bin())
+        .arg("check")
+        .arg(path)
+        .output()
+        .expect("run ringway check");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), text)
+}
+
 /// A port that was free a moment ago and has nothing listening on it now.
 pub fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

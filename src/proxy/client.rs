@@ -1,0 +1,86 @@
+//! What the per-connection pipeline needs of a client connection: plain TCP, or TLS once its
+//! handshake is done. The pipeline is generic over it, so the plain path compiles as before.
+
+use super::frame::FramePool;
+use crate::tls::TlsClient;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+
+pub trait ClientStream: AsyncReadRent + AsyncWriteRent + AsRawFd {
+    /// The connection is TLS: the scheme forwarded upstream is https.
+    const TLS: bool;
+    /// An idle keep-alive connection may wait for the socket's readability before it takes a
+    /// read buffer. Not over TLS: decrypted bytes may already wait inside the stream, and a
+    /// record arriving whole says nothing of what a read will return.
+    const LEAN_WAIT: bool;
+
+    /// What the connection needs once accepted, called in its own task's first poll.
+    fn accepted(&self);
+
+    /// Waits until the socket is readable (only called where `LEAN_WAIT`).
+    fn wait_readable(&mut self) -> impl Future<Output = ()>;
+
+    /// Ends the connection in its protocol's own way before the socket closes.
+    fn close(&mut self) -> impl Future<Output = ()>;
+
+    /// Runs a per-request future off the connection's own: in one of the worker's pooled
+    /// frames, whose fixed size the plain path's futures are checked against when compiled.
+    fn framed<'p, F: Future + 'p>(
+        pool: &'p FramePool,
+        fut: F,
+    ) -> impl Future<Output = F::Output> + Unpin + 'p;
+}
+
+impl ClientStream for TcpStream {
+    const TLS: bool = false;
+    const LEAN_WAIT: bool = true;
+
+    fn accepted(&self) {
+        let _ = self.set_nodelay(true);
+        // In the task's poll: the note goes to this connection's prefetch slots.
+        super::prefetch::client_socket(self);
+    }
+
+    async fn wait_readable(&mut self) {
+        // Any outcome (ready, shut down by the deadline, an error) is for the read after it to
+        // meet; a spurious wake-up just reads as usual.
+        let _ = TcpStream::readable(self, true).await;
+    }
+
+    /// Nothing to say: dropping the socket closes it.
+    async fn close(&mut self) {}
+
+    fn framed<'p, F: Future + 'p>(
+        pool: &'p FramePool,
+        fut: F,
+    ) -> impl Future<Output = F::Output> + Unpin + 'p {
+        pool.frame(fut)
+    }
+}
+
+impl ClientStream for TlsClient {
+    const TLS: bool = true;
+    const LEAN_WAIT: bool = false;
+
+    /// Done on the socket before its handshake (`serve_tls`).
+    fn accepted(&self) {}
+
+    async fn wait_readable(&mut self) {}
+
+    /// A close_notify alert, so the client can tell the end of a response delimited by the
+    /// close from a truncation.
+    async fn close(&mut self) {
+        let _ = self.shutdown().await;
+    }
+
+    /// A plain box: the TLS stream's writes make the exchange larger than a pooled frame, and
+    /// a TLS request spends far more on its crypto than on this allocation.
+    fn framed<'p, F: Future + 'p>(
+        _: &'p FramePool,
+        fut: F,
+    ) -> impl Future<Output = F::Output> + Unpin + 'p {
+        Box::pin(fut)
+    }
+}

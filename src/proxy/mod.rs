@@ -113,15 +113,66 @@ pub async fn serve_tls(cell: Rc<StateCell>, tcp: TcpStream, peer: SocketAddr, tl
     let worker = cell.get().worker.clone();
     // A connection in its handshake counts toward `http.max_connections` like any other.
     worker.connections.set(worker.connections.get() + 1);
+    let mut tcp = tcp;
     let watch = worker.watchdog.watch(tcp.as_raw_fd());
     watch.arm(tls.handshake_timeout, Phase::Read);
-    let shaken = crate::tls::accept(tls.server, tcp).await;
+    let shaken = if plain_http_first(&tcp).await {
+        // As nginx does: a clear answer beats a TLS alert the client cannot read.
+        crate::hint::cold();
+        let mut out = Vec::with_capacity(256);
+        write_error(&mut out, 400, "plain HTTP sent to the HTTPS port", true);
+        let send_timeout = cell.get().config.http.send_timeout;
+        let _ = body::write(&mut tcp, &mut out, &watch, send_timeout).await;
+        discard_received(&tcp);
+        None
+    } else {
+        crate::tls::accept(tls.server, tcp).await.ok()
+    };
     watch.disarm();
     drop(watch);
     worker.connections.set(worker.connections.get() - 1);
-    if let Ok(client) = shaken {
+    if let Some(client) = shaken {
         serve_client(cell, client, peer).await;
     }
+}
+
+/// Takes what the client has sent off the socket, without waiting: a socket closed with
+/// unread bytes resets the connection, and the reset can destroy the answer before the client
+/// reads it.
+fn discard_received(tcp: &TcpStream) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        // SAFETY: into a live local buffer of its length; MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                tcp.as_raw_fd(),
+                sink.as_mut_ptr().cast(),
+                sink.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+    }
+}
+
+/// Whether the client's first byte starts a plain HTTP request rather than a TLS record
+/// (whose first byte is 22, a handshake). Looked at without taking it off the socket; a wait
+/// that ends with nothing to look at says no, and the handshake meets whatever comes.
+async fn plain_http_first(tcp: &TcpStream) -> bool {
+    let _ = tcp.readable(true).await;
+    let mut first = 0u8;
+    // SAFETY: one byte into a live local; MSG_DONTWAIT keeps it off the blocking path.
+    let n = unsafe {
+        libc::recv(
+            tcp.as_raw_fd(),
+            (&mut first as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 1 && first.is_ascii_uppercase()
 }
 
 /// Serves one client connection until it closes.

@@ -23,7 +23,12 @@ pub struct LoadSpec<'a> {
     pub rate: Option<u64>,
     pub cpus: &'a [usize],
     pub json_path: &'a Path,
+    /// Every request says `Connection: close`: a new connection (and handshake) each.
+    pub close: bool,
 }
+
+/// The request header that makes every request a connection of its own.
+const CLOSE: &str = "Connection: close";
 
 /// Latency figures in microseconds.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -106,6 +111,13 @@ fn run_loadgen(spec: &LoadSpec) -> Result<LoadResult, String> {
     if let Some(r) = spec.rate {
         cmd.arg("--rate").arg(r.to_string());
     }
+    if spec.url.starts_with("https://") {
+        // The bench's certificate is self-signed.
+        cmd.arg("--insecure");
+    }
+    if spec.close {
+        cmd.args(["-H", CLOSE]);
+    }
     cmd.arg(spec.url);
     let out = procs::spawn_pinned(
         cmd.stdin(Stdio::null())
@@ -137,8 +149,12 @@ fn run_wrk(spec: &LoadSpec) -> Result<LoadResult, String> {
     cmd.arg(format!("-t{threads}"))
         .arg(format!("-c{}", spec.conns.max(threads)))
         .arg(format!("-d{secs}s"))
-        .arg("--latency")
-        .arg(spec.url);
+        .arg("--latency");
+    if spec.close {
+        cmd.args(["-H", CLOSE]);
+    }
+    // wrk speaks https:// and does not verify the certificate.
+    cmd.arg(spec.url);
     let out = procs::spawn_pinned(
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

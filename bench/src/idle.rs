@@ -69,11 +69,23 @@ pub fn open(addr: SocketAddr, n: usize, threads: usize, cpus: &[usize]) -> IdleC
 /// readiness probe, since a proxy that accepts may not serve yet (nginx's master
 /// listens before its worker exists).
 pub fn one(addr: SocketAddr) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    let mut s = dial(addr)?;
+    exchange(&mut s)?;
+    Ok(s)
+}
+
+/// A connection with the probe's timeouts.
+pub fn dial(addr: SocketAddr) -> Result<TcpStream, String> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// One GET and its whole 2xx response.
+pub fn exchange(s: &mut (impl Read + Write)) -> Result<(), String> {
     s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::with_capacity(1024);
@@ -95,7 +107,7 @@ pub fn one(addr: SocketAddr) -> Result<TcpStream, String> {
                 .and_then(|v| v.trim().parse::<usize>().ok())
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
-                return Ok(s);
+                return Ok(());
             }
         }
         if buf.len() > 1 << 20 {

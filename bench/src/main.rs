@@ -16,6 +16,7 @@ mod report;
 mod runner;
 mod scenarios;
 mod targets;
+mod tls;
 mod upstreams;
 
 use std::path::{Path, PathBuf};
@@ -101,7 +102,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
             plan.idle_conns
         ));
     }
+    let tls = if plan.has(ScenarioKind::Tls) {
+        Some(tls::write(&tmp)?)
+    } else {
+        None
+    };
     let mut ctx = Ctx {
+        tls,
         plan: plan.clone(),
         proxies: args.proxies.clone(),
         ringway: args
@@ -147,23 +154,6 @@ fn run(args: Args) -> Result<ExitCode, String> {
     for cell in &after_sweep {
         eprintln!("== {} ({})", cell.id, cell.label);
         results.push(runner::run_cell(&mut ctx, cell));
-    }
-    if plan.has(ScenarioKind::Tls) {
-        results.push(CellResult {
-            cell: Cell {
-                id: "tls".into(),
-                scenario: ScenarioKind::Tls,
-                label: "TLS termination".into(),
-                conns: 0,
-                rate: None,
-                body: 0,
-                chunk: 0,
-                idle: false,
-                huge_pages: true,
-            },
-            skipped: Some("Ringway has no TLS termination yet; this cell runs once it does".into()),
-            runs: Vec::new(),
-        });
     }
     let _ = std::fs::remove_dir_all(&tmp);
 

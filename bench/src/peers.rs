@@ -29,6 +29,8 @@ pub struct ProxySpec<'a> {
     pub conns: usize,
     /// Ringway's `runtime.transparent_huge_pages`.
     pub huge_pages: bool,
+    /// Terminate TLS with this certificate.
+    pub tls: Option<&'a crate::tls::TlsFiles>,
 }
 
 /// Writes the proxy's config file into `spec.dir` and returns its path (the floor relay takes
@@ -51,7 +53,7 @@ fn ringway_config(s: &ProxySpec) -> String {
     format!(
         "# Written by bench: one worker per proxy CPU, round-robin over the upstreams.\n\
          [runtime]\nworkers = {}\ncpus = [{}]\n{}\n\
-         [[listener]]\nbind = \"{}\"\n\n\
+         [[listener]]\nbind = \"{}\"\n{}\n\
          [upstream.backend]\nservers = [{}]\nbalance = \"round_robin\"\nmax_idle = {}\n\n\
          [[route]]\nupstream = \"backend\"\n",
         s.cpus.len().max(1),
@@ -63,6 +65,10 @@ fn ringway_config(s: &ProxySpec) -> String {
             "transparent_huge_pages = false\n"
         },
         s.listen,
+        s.tls.map_or(String::new(), |t| format!(
+            "[listener.tls]\ncert = {:?}\nkey = {:?}\n",
+            t.cert, t.key
+        )),
         servers.join(", "),
         s.conns.max(1024),
     )
@@ -123,7 +129,8 @@ fn nginx_config(s: &ProxySpec) -> String {
          \x20       keepalive_timeout 300s;\n\
          \x20   }}\n\
          \x20   server {{\n\
-         \x20       listen {listen} backlog=4096;\n\
+         \x20       listen {listen}{ssl} backlog=4096;\n\
+         {certs}\
          \x20       location / {{\n\
          \x20           proxy_pass http://backend;\n\
          \x20           proxy_http_version 1.1;\n\
@@ -137,6 +144,13 @@ fn nginx_config(s: &ProxySpec) -> String {
         masks = masks.join(" "),
         pool = s.conns.max(16),
         listen = s.listen,
+        ssl = if s.tls.is_some() { " ssl" } else { "" },
+        // nginx's defaults otherwise: TLS 1.2 and 1.3, session tickets on.
+        certs = s.tls.map_or(String::new(), |t| format!(
+            "        ssl_certificate {};\n        ssl_certificate_key {};\n",
+            t.cert.display(),
+            t.key.display()
+        )),
     )
 }
 
@@ -179,13 +193,17 @@ fn haproxy_config(s: &ProxySpec) -> String {
          \x20   timeout server 300s\n\
          \x20   timeout http-keep-alive 300s\n\
          frontend fe\n\
-         \x20   bind {listen}\n\
+         \x20   bind {listen}{ssl}\n\
          \x20   default_backend be\n\
          backend be\n\
          \x20   balance roundrobin\n\
          {servers}",
         d = s.dir.display(),
         listen = s.listen,
+        ssl = s.tls.map_or(String::new(), |t| format!(
+            " ssl crt {} alpn http/1.1",
+            t.combined.display()
+        )),
     )
 }
 
@@ -238,8 +256,12 @@ pub fn start(spec: &ProxySpec, deadline: Duration) -> Result<RunningProxy, Strin
             ));
         }
         // Ready means one request answered end to end, not just a port that accepts.
-        let last = match crate::idle::one(spec.listen) {
-            Ok(_) => break,
+        let probe = match spec.tls {
+            Some(files) => crate::tls::one(spec.listen, files),
+            None => crate::idle::one(spec.listen).map(drop),
+        };
+        let last = match probe {
+            Ok(()) => break,
             Err(e) => e,
         };
         if Instant::now() > end {
@@ -348,7 +370,9 @@ mod tests {
             "127.0.0.1:9001".parse().unwrap(),
             "127.0.0.1:9002".parse().unwrap(),
         ];
-        let dir = std::env::temp_dir();
+        let dir = std::env::temp_dir().join(format!("bench-peers-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = crate::tls::write(&dir).unwrap();
         for kind in [
             ProxyKind::Ringway,
             ProxyKind::RingwayPgo,
@@ -366,6 +390,7 @@ mod tests {
                 cpus: &[0],
                 conns: 200,
                 huge_pages: true,
+                tls: None,
             };
             let text = match kind {
                 ProxyKind::Ringway | ProxyKind::RingwayPgo => ringway_config(&spec),
@@ -384,6 +409,37 @@ mod tests {
                 });
                 assert!(off.contains("transparent_huge_pages = false\n"), "{off}");
             }
+            // With a certificate, each peer terminates TLS with it.
+            let tls = ProxySpec {
+                tls: Some(&files),
+                ..spec
+            };
+            let wanted: Vec<String> = match kind {
+                ProxyKind::Ringway | ProxyKind::RingwayPgo => vec![format!(
+                    "[listener.tls]\ncert = {:?}\nkey = {:?}\n",
+                    files.cert, files.key
+                )],
+                ProxyKind::Nginx => vec![
+                    "listen 127.0.0.1:8000 ssl ".into(),
+                    format!("ssl_certificate {};", files.cert.display()),
+                    format!("ssl_certificate_key {};", files.key.display()),
+                ],
+                ProxyKind::Haproxy => vec![format!(
+                    "bind 127.0.0.1:8000 ssl crt {} alpn http/1.1\n",
+                    files.combined.display()
+                )],
+                ProxyKind::Floor | ProxyKind::FloorRaw => Vec::new(),
+            };
+            let with_tls = match kind {
+                ProxyKind::Ringway | ProxyKind::RingwayPgo => ringway_config(&tls),
+                ProxyKind::Nginx => nginx_config(&tls),
+                ProxyKind::Haproxy => haproxy_config(&tls),
+                ProxyKind::Floor | ProxyKind::FloorRaw => String::new(),
+            };
+            for w in &wanted {
+                assert!(with_tls.contains(w.as_str()), "{w:?} not in\n{with_tls}");
+                assert!(!text.contains(w.as_str()), "{w:?} without TLS");
+            }
             // Each floor runs its own relay.
             match kind {
                 ProxyKind::Floor => assert!(text.starts_with("relay "), "{text}"),
@@ -391,5 +447,6 @@ mod tests {
                 _ => {}
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,11 +12,13 @@ use crate::cli::{DriverKind, ProxyKind, UpstreamKind};
 use crate::driver::{self, LoadResult, LoadSpec};
 use crate::peers::{self, ProxyExit, ProxySpec};
 use crate::procs;
-use crate::scenarios::{Cell, Plan};
+use crate::scenarios::{Cell, Plan, TlsLoad};
 use crate::upstreams::{self, UpstreamCounts, UpstreamSpec};
 
 /// Everything a run needs that does not change between runs.
 pub struct Ctx {
+    /// The TLS cells' certificate, when the plan has them.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub plan: Plan,
     pub proxies: Vec<ProxyKind>,
     pub ringway: PathBuf,
@@ -169,7 +171,8 @@ pub fn run_cell(ctx: &mut Ctx, cell: &Cell) -> CellResult {
             // The floor relays open an upstream connection per client and hold no state of a
             // proxy's: their memory per idle connection says nothing (and reads as zero). They
             // frame responses by Content-Length only, so a chunked body is beyond them.
-            if (cell.idle || cell.chunk > 0) && proxy.is_floor() {
+            // Nor do they speak TLS.
+            if (cell.idle || cell.chunk > 0 || cell.tls.is_some()) && proxy.is_floor() {
                 continue;
             }
             // Only Ringway has the switch; the peers' figure is the plain idle cell's.
@@ -279,6 +282,7 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
         cpus: &ctx.proxy_cpus,
         conns: cell.conns,
         huge_pages: cell.huge_pages,
+        tls: cell.tls.and(ctx.tls.as_ref()),
     };
     let running = match peers::start(&spec, Duration::from_secs(10)) {
         Ok(p) => p,
@@ -289,7 +293,9 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
     };
     let mut rec = RunRecord::failed(proxy, rep, attempt, String::new());
     rec.error = None;
-    let url = format!("http://{listen}/");
+    let scheme = if cell.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{listen}/");
+    let close = cell.tls == Some(TlsLoad::Handshake);
     let json = dir.join("load.json");
 
     // Warm-up: fills the proxies' upstream pools and the caches; not measured.
@@ -303,6 +309,7 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
             rate: cell.rate,
             cpus: &ctx.load_cpus,
             json_path: &json,
+            close,
         };
         match driver::run(&w) {
             Ok(l) => rec.warmup_responses = l.responses,
@@ -355,6 +362,7 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
                 rate: cell.rate,
                 cpus: &ctx.load_cpus,
                 json_path: &json,
+                close,
             };
             match driver::run(&spec) {
                 Ok(l) => rec.load = Some(l),

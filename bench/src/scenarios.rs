@@ -24,6 +24,9 @@ pub struct Plan {
     pub chunked_bodies: Vec<usize>,
     pub body_conns: usize,
     pub idle_conns: usize,
+    /// Client connections of the TLS keep-alive cells, and of the handshake cell.
+    pub tls_conns: Vec<usize>,
+    pub handshake_conns: usize,
     pub max_redo: usize,
     pub scenarios: Vec<ScenarioKind>,
 }
@@ -53,6 +56,8 @@ impl Plan {
             chunked_bodies: a.chunked_bodies.clone().unwrap_or(vec![256 * 1024]),
             body_conns: a.body_conns.unwrap_or(50),
             idle_conns: a.idle_conns.unwrap_or(if q { 1_000 } else { 10_000 }),
+            tls_conns: if q { vec![50] } else { vec![50, 200] },
+            handshake_conns: 50,
             max_redo: a.max_redo.unwrap_or(if q { 0 } else { 2 }),
             scenarios: a.scenarios.clone(),
         }
@@ -86,6 +91,19 @@ pub struct Cell {
     /// Ringway runs with its default `runtime.transparent_huge_pages = true`; false for the
     /// idle cell that shows its memory without them (only Ringway runs that cell).
     pub huge_pages: bool,
+    /// Clients speak HTTPS to the proxy (the upstreams stay plain HTTP).
+    pub tls: Option<TlsLoad>,
+}
+
+/// How the clients of a TLS cell use their connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsLoad {
+    /// Keep-alive connections: what the record layer adds to every request.
+    KeepAlive,
+    /// `Connection: close` on every request, so every request is a new connection and a
+    /// handshake (resumed by a session ticket once the client has one, as browsers do).
+    Handshake,
 }
 
 /// Chunk size of the chunked-body cells: what streaming application servers commonly emit.
@@ -113,6 +131,7 @@ impl Cell {
             chunk: 0,
             idle: false,
             huge_pages: true,
+            tls: None,
         }
     }
 
@@ -128,6 +147,7 @@ impl Cell {
             chunk: BODY_CHUNK,
             idle: false,
             huge_pages: true,
+            tls: None,
         }
     }
 
@@ -147,6 +167,7 @@ impl Cell {
             chunk: 0,
             idle: false,
             huge_pages: true,
+            tls: None,
         }
     }
 
@@ -161,6 +182,28 @@ impl Cell {
             chunk: 0,
             idle: true,
             huge_pages: true,
+            tls: None,
+        }
+    }
+
+    /// A closed-loop cell over TLS.
+    pub fn tls(conns: usize, load: TlsLoad) -> Cell {
+        let (id, label) = match load {
+            TlsLoad::KeepAlive => (
+                format!("tls-c{conns}"),
+                format!("TLS keep-alive, {conns} conns"),
+            ),
+            TlsLoad::Handshake => (
+                format!("tls-handshake-c{conns}"),
+                format!("TLS, a new connection per request, {conns} conns"),
+            ),
+        };
+        Cell {
+            id,
+            scenario: ScenarioKind::Tls,
+            label,
+            tls: Some(load),
+            ..Cell::closed(conns, 0, ScenarioKind::Tls)
         }
     }
 
@@ -199,6 +242,12 @@ pub fn fixed_cells(p: &Plan) -> Vec<Cell> {
         v.push(Cell::idle(p.idle_conns));
         v.push(Cell::idle_without_huge_pages(p.idle_conns));
     }
+    if p.has(ScenarioKind::Tls) {
+        for &c in &p.tls_conns {
+            v.push(Cell::tls(c, TlsLoad::KeepAlive));
+        }
+        v.push(Cell::tls(p.handshake_conns, TlsLoad::Handshake));
+    }
     v
 }
 
@@ -233,5 +282,11 @@ mod tests {
         assert_eq!(Cell::closed(50, 1024, ScenarioKind::Bodies).id, "body-1KiB");
         assert_eq!(Cell::chunked(50, 262144).id, "body-256KiB-chunked");
         assert_eq!(Cell::rate(40000, 200, ScenarioKind::Rate).id, "rate-r40000");
+        assert_eq!(Cell::tls(50, TlsLoad::KeepAlive).id, "tls-c50");
+        assert_eq!(Cell::tls(50, TlsLoad::Handshake).id, "tls-handshake-c50");
+        assert_eq!(
+            Cell::tls(50, TlsLoad::Handshake).scenario,
+            ScenarioKind::Tls
+        );
     }
 }

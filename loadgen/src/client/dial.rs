@@ -55,7 +55,7 @@ impl Dial for TlsDial {
 
 /// rustls client settings shared by all threads.
 pub fn tls_config(insecure: bool) -> Result<Arc<rustls::ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(browser_order(rustls::crypto::ring::default_provider()));
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
@@ -72,6 +72,24 @@ pub fn tls_config(insecure: bool) -> Result<Arc<rustls::ClientConfig>, String> {
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// The provider with its cipher suites in the order browsers offer them (Chrome and Firefox
+/// put AES-128-GCM first), rather than rustls' own (AES-256 first): servers that follow the
+/// client's order, as nginx and HAProxy do by default, then run what they run for real
+/// traffic, including SHA-256 rather than SHA-384 in every handshake.
+fn browser_order(mut p: rustls::crypto::CryptoProvider) -> rustls::crypto::CryptoProvider {
+    use rustls::CipherSuite as S;
+    let rank = |s: S| match s {
+        S::TLS13_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384 => 1,
+        S::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 3,
+        _ => 4,
+    };
+    // Stable: the TLS 1.2 suites keep rustls' order among themselves.
+    p.cipher_suites.sort_by_key(|s| rank(s.suite()));
+    p
 }
 
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
@@ -125,5 +143,29 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::CipherSuite as S;
+
+    #[test]
+    fn suites_are_offered_in_browser_order() {
+        let p = super::browser_order(rustls::crypto::ring::default_provider());
+        let order: Vec<S> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(
+            order[..3],
+            [
+                S::TLS13_AES_128_GCM_SHA256,
+                S::TLS13_AES_256_GCM_SHA384,
+                S::TLS13_CHACHA20_POLY1305_SHA256
+            ]
+        );
+        // Nothing offered before is lost.
+        assert_eq!(
+            order.len(),
+            rustls::crypto::ring::default_provider().cipher_suites.len()
+        );
     }
 }

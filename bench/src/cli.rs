@@ -187,6 +187,12 @@ pub struct Args {
     /// Idle keep-alive client connections of the memory cell.
     #[arg(long)]
     pub idle_conns: Option<usize>,
+    /// Client connections of the TLS keep-alive cells (default 50,200; 0 runs none).
+    #[arg(long, value_delimiter = ',')]
+    pub tls_conns: Option<Vec<usize>>,
+    /// Client connections of the TLS handshake cell (default 50; 0 runs none).
+    #[arg(long)]
+    pub handshake_conns: Option<usize>,
 
     /// Where results go (JSON, markdown, SVGs). Default: bench/results, or
     /// bench/results/tmp for --quick.

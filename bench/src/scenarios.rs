@@ -56,8 +56,14 @@ impl Plan {
             chunked_bodies: a.chunked_bodies.clone().unwrap_or(vec![256 * 1024]),
             body_conns: a.body_conns.unwrap_or(50),
             idle_conns: a.idle_conns.unwrap_or(if q { 1_000 } else { 10_000 }),
-            tls_conns: if q { vec![50] } else { vec![50, 200] },
-            handshake_conns: 50,
+            tls_conns: a
+                .tls_conns
+                .clone()
+                .unwrap_or(if q { vec![50] } else { vec![50, 200] })
+                .into_iter()
+                .filter(|&c| c > 0)
+                .collect(),
+            handshake_conns: a.handshake_conns.unwrap_or(50),
             max_redo: a.max_redo.unwrap_or(if q { 0 } else { 2 }),
             scenarios: a.scenarios.clone(),
         }
@@ -246,7 +252,9 @@ pub fn fixed_cells(p: &Plan) -> Vec<Cell> {
         for &c in &p.tls_conns {
             v.push(Cell::tls(c, TlsLoad::KeepAlive));
         }
-        v.push(Cell::tls(p.handshake_conns, TlsLoad::Handshake));
+        if p.handshake_conns > 0 {
+            v.push(Cell::tls(p.handshake_conns, TlsLoad::Handshake));
+        }
     }
     v
 }

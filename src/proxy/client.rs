@@ -72,7 +72,8 @@ impl ClientStream for TlsClient {
     /// A close_notify alert, so the client can tell the end of a response delimited by the
     /// close from a truncation.
     async fn close(&mut self) {
-        let _ = self.shutdown().await;
+        // No shutdown(2) after it: the socket closes right after, which sends the FIN.
+        let _ = self.close_notify().await;
     }
 
     /// A plain box: the TLS stream's writes make the exchange larger than a pooled frame, and

@@ -12,10 +12,13 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-/// Ciphertext read per receive: one full TLS record and its header.
-const READ_SIZE: usize = 16 * 1024 + 5;
+/// The receive buffer's size to begin with and to come back to: a request's records fit, and
+/// an idle connection's pending receive holds no more than this.
+const MIN_READ: usize = 2 * 1024;
+/// The most a receive asks for: one full TLS record and its header.
+const MAX_READ: usize = 16 * 1024 + 5;
 /// A send buffer grown past this by a large response goes back to the allocator after it.
-const KEEP_WRITE_BUF: usize = 32 * 1024;
+const KEEP_WRITE_BUF: usize = 4 * 1024;
 
 pub struct TlsClient {
     tcp: TcpStream,
@@ -24,6 +27,9 @@ pub struct TlsClient {
     /// up to `rstart`.
     rbuf: Vec<u8>,
     rstart: usize,
+    /// What the next receive asks for: doubled after a receive that filled its buffer (an
+    /// upload), back to `MIN_READ` after a small one.
+    read_size: usize,
     /// Ciphertext rustls produced, until sent (reused).
     wbuf: Vec<u8>,
     /// The socket has reported its end.
@@ -41,6 +47,7 @@ pub async fn accept(config: Arc<ServerConfig>, tcp: TcpStream) -> io::Result<Tls
         conn,
         rbuf: Vec::new(),
         rstart: 0,
+        read_size: MIN_READ,
         wbuf: Vec::new(),
         eof: false,
     };
@@ -80,11 +87,19 @@ impl TlsClient {
         if self.rstart == self.rbuf.len() {
             let mut buf = std::mem::take(&mut self.rbuf);
             buf.clear();
-            buf.reserve(READ_SIZE);
+            if buf.capacity() < self.read_size || buf.capacity() > 2 * self.read_size {
+                buf = Vec::with_capacity(self.read_size);
+            }
             let (res, buf) = self.tcp.read(buf).await;
             self.rbuf = buf;
             self.rstart = 0;
-            if res? == 0 {
+            let n = res?;
+            if n == self.rbuf.capacity() {
+                self.read_size = (2 * self.read_size).min(MAX_READ);
+            } else if n < MIN_READ / 2 {
+                self.read_size = MIN_READ;
+            }
+            if n == 0 {
                 self.eof = true;
                 // Tells rustls the stream ended, so its reader can say whether cleanly.
                 self.conn.read_tls(&mut io::empty())?;

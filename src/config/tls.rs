@@ -12,8 +12,6 @@ const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Validator<'_> {
     pub(super) fn listener_tls(&self, key: &str, t: &RawTls) -> Result<ListenerTls, ConfigError> {
-        // Each certificate's key prefix, so an error in crate::tls names its table.
-        let mut keys = vec![key.to_string()];
         let mut certs = vec![CertFiles {
             cert: self.rel_path(&t.cert),
             key: self.rel_path(&t.key),
@@ -34,7 +32,6 @@ impl Validator<'_> {
                 key: self.rel_path(&s.key),
                 names,
             });
-            keys.push(k);
         }
         let tls13_only = match t.min_version.as_deref() {
             None | Some("1.2") => false,
@@ -55,8 +52,14 @@ impl Validator<'_> {
         if handshake_timeout.is_zero() {
             return Err(self.err(timeout_key, "must be longer than 0"));
         }
-        let server = crate::tls::server_config(&Settings { certs, tls13_only })
-            .map_err(|e| self.err(format!("{}.{}", keys[e.cert], e.field), e.reason))?;
+        let server = crate::tls::server_config(&Settings { certs, tls13_only }).map_err(|e| {
+            // `certs[0]` is the table's own pair, `certs[i]` its `sni[i - 1]`.
+            let table = match e.cert {
+                0 => key.to_string(),
+                i => format!("{key}.sni[{}]", i - 1),
+            };
+            self.err(format!("{table}.{}", e.field), e.reason)
+        })?;
         Ok(ListenerTls {
             server,
             handshake_timeout,

@@ -2,6 +2,8 @@
 //! handshake is done. The pipeline is generic over it, so the plain path compiles as before.
 
 use super::frame::FramePool;
+use super::state::StateCell;
+use crate::deadline::{Phase, Watch};
 use crate::tls::TlsClient;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
@@ -22,8 +24,8 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent + AsRawFd {
     /// Waits until the socket is readable (only called where `LEAN_WAIT`).
     fn wait_readable(&mut self) -> impl Future<Output = ()>;
 
-    /// Ends the connection in its protocol's own way before the socket closes.
-    fn close(&mut self) -> impl Future<Output = ()>;
+    /// Ends the connection in its protocol's own way before the socket closes, under `watch`.
+    fn close(&mut self, watch: &Watch, cell: &StateCell) -> impl Future<Output = ()>;
 
     /// Runs a per-request future off the connection's own: in one of the worker's pooled
     /// frames, whose fixed size the plain path's futures are checked against when compiled.
@@ -50,7 +52,7 @@ impl ClientStream for TcpStream {
     }
 
     /// Nothing to say: dropping the socket closes it.
-    async fn close(&mut self) {}
+    async fn close(&mut self, _: &Watch, _: &StateCell) {}
 
     fn framed<'p, F: Future + 'p>(
         pool: &'p FramePool,
@@ -71,7 +73,8 @@ impl ClientStream for TlsClient {
 
     /// A close_notify alert, so the client can tell the end of a response delimited by the
     /// close from a truncation.
-    async fn close(&mut self) {
+    async fn close(&mut self, watch: &Watch, cell: &StateCell) {
+        watch.arm(cell.get().config.http.send_timeout, Phase::Write);
         // No shutdown(2) after it: the socket closes right after, which sends the FIN.
         let _ = self.close_notify().await;
     }

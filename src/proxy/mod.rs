@@ -19,6 +19,7 @@ use crate::http::request::{self, Body, RequestHead, Version};
 use crate::http::status::write_error;
 use crate::http::Reject;
 use crate::route::strip_prefix;
+use crate::tls::Accepted;
 use crate::upstream::balance::stable_hash;
 use client::ClientStream;
 use frame::OneOf;
@@ -113,20 +114,21 @@ pub async fn serve_tls(cell: Rc<StateCell>, tcp: TcpStream, peer: SocketAddr, tl
     let worker = cell.get().worker.clone();
     // A connection in its handshake counts toward `http.max_connections` like any other.
     worker.connections.set(worker.connections.get() + 1);
-    let mut tcp = tcp;
     let watch = worker.watchdog.watch(tcp.as_raw_fd());
     watch.arm(tls.handshake_timeout, Phase::Read);
-    let shaken = if plain_http_first(&tcp).await {
-        // As nginx does: a clear answer beats a TLS alert the client cannot read.
-        crate::hint::cold();
-        let mut out = Vec::with_capacity(256);
-        write_error(&mut out, 400, "plain HTTP sent to the HTTPS port", true);
-        let send_timeout = cell.get().config.http.send_timeout;
-        let _ = body::write(&mut tcp, &mut out, &watch, send_timeout).await;
-        discard_received(&tcp);
-        None
-    } else {
-        crate::tls::accept(tls.server, tcp).await.ok()
+    let shaken = match crate::tls::accept(tls.server, tcp).await {
+        Ok(Accepted::Tls(client)) => Some(client),
+        Ok(Accepted::PlainHttp(mut tcp)) => {
+            // As nginx does: a clear answer beats a TLS alert the client cannot read.
+            crate::hint::cold();
+            let mut out = Vec::with_capacity(256);
+            write_error(&mut out, 400, "plain HTTP sent to the HTTPS port", true);
+            let send_timeout = cell.get().config.http.send_timeout;
+            let _ = body::write(&mut tcp, &mut out, &watch, send_timeout).await;
+            discard_received(&tcp);
+            None
+        }
+        Err(_) => None,
     };
     watch.disarm();
     drop(watch);
@@ -155,24 +157,6 @@ fn discard_received(tcp: &TcpStream) {
             break;
         }
     }
-}
-
-/// Whether the client's first byte starts a plain HTTP request rather than a TLS record
-/// (whose first byte is 22, a handshake). Looked at without taking it off the socket; a wait
-/// that ends with nothing to look at says no, and the handshake meets whatever comes.
-async fn plain_http_first(tcp: &TcpStream) -> bool {
-    let _ = tcp.readable(true).await;
-    let mut first = 0u8;
-    // SAFETY: one byte into a live local; MSG_DONTWAIT keeps it off the blocking path.
-    let n = unsafe {
-        libc::recv(
-            tcp.as_raw_fd(),
-            (&mut first as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n == 1 && first.is_ascii_uppercase()
 }
 
 /// Serves one client connection until it closes.
@@ -255,10 +239,7 @@ pub fn serve_client<C: ClientStream>(
             )
             .await;
         }
-        if C::TLS {
-            watch.arm(cell.get().config.http.send_timeout, Phase::Write);
-            client.close().await;
-        }
+        client.close(&watch, &cell).await;
         worker.connections.set(worker.connections.get() - 1);
     }
 }

@@ -5,7 +5,7 @@
 mod sni;
 mod stream;
 
-pub use stream::{accept, TlsClient};
+pub use stream::{accept, Accepted, TlsClient};
 
 use rustls::crypto::ring::default_provider;
 use rustls::pki_types::pem::PemObject;

@@ -693,16 +693,14 @@ impl Validator<'_> {
             ),
         };
         let Some(policy) = policies.iter().position(|p| &p.name == name) else {
-            let known: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
             return Err(self.err(
                 key,
                 format!(
                     "unknown auth policy {name:?} (defined: {})",
-                    if known.is_empty() {
-                        "none; add [auth.NAME]".to_string()
-                    } else {
-                        known.join(", ")
-                    }
+                    super::defined(
+                        policies.iter().map(|p| p.name.as_str()),
+                        "none; add [auth.NAME]"
+                    )
                 ),
             ));
         };

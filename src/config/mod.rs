@@ -1,6 +1,7 @@
 //! Configuration: reads a TOML file (or the built-in default), validates it and turns it into
 //! the immutable `Config` model. Every error names the file, the key and the reason.
 
+mod cache;
 mod default;
 mod gateway;
 mod model;
@@ -216,9 +217,15 @@ impl Validator<'_> {
         for (name, a) in &raw.auth {
             auth.push(self.auth_policy(name, a)?);
         }
+        let mut caches = Vec::new();
+        for (name, c) in &raw.cache {
+            caches.push(self.cache_zone(name, c, runtime.workers)?);
+        }
         let mut routes = Vec::new();
         for (i, r) in raw.routes.iter().enumerate() {
-            routes.push(self.route(i, r, &index, &http, &auth)?);
+            let mut route = self.route(i, r, &index, &http, &auth)?;
+            route.cache = self.route_cache(i, r, &route, &caches)?;
+            routes.push(route);
         }
         Ok(Config {
             source: file.to_string(),
@@ -229,6 +236,7 @@ impl Validator<'_> {
             upstreams,
             routes,
             auth,
+            caches,
         })
     }
 
@@ -828,16 +836,11 @@ impl Validator<'_> {
             (Some(u), None) => match upstreams.get(u) {
                 Some(idx) => Action::Forward(*idx),
                 None => {
-                    let known: Vec<&str> = upstreams.keys().map(|s| s.as_str()).collect();
                     return Err(self.err(
                         format!("{key}.upstream"),
                         format!(
                             "unknown upstream {u:?} (defined: {})",
-                            if known.is_empty() {
-                                "none".to_string()
-                            } else {
-                                known.join(", ")
-                            }
+                            defined(upstreams.keys().map(|s| s.as_str()), "none")
                         ),
                     ));
                 }
@@ -922,6 +925,7 @@ impl Validator<'_> {
                 http.max_body_size,
             )?,
             filters,
+            cache: None,
         })
     }
 
@@ -974,7 +978,17 @@ impl Validator<'_> {
 }
 
 /// RFC 9110 token characters: what header names and methods may contain.
-fn httparse_token(s: &str) -> bool {
+/// The names a reference could have used, for "unknown X (defined: ...)" errors.
+pub(super) fn defined<'a>(names: impl Iterator<Item = &'a str>, none: &str) -> String {
+    let known: Vec<&str> = names.collect();
+    if known.is_empty() {
+        none.to_string()
+    } else {
+        known.join(", ")
+    }
+}
+
+pub(super) fn httparse_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))

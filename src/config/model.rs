@@ -18,6 +18,32 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `[auth.NAME]` policies, referred to by index from `RouteAuth::policy`.
     pub auth: Vec<AuthPolicy>,
+    /// `[cache.NAME]` response caches, referred to by index from `Route::cache`.
+    pub caches: Vec<CacheZone>,
+}
+
+/// A response cache: each worker keeps its own share of it (see `src/cache/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheZone {
+    pub name: String,
+    /// Bytes of stored responses (heads, bodies and keys) over all workers.
+    pub max_size: u64,
+    /// What one worker may hold: `max_size` divided among the workers.
+    pub max_size_per_worker: u64,
+    /// Larger responses pass through without being stored.
+    pub max_entry_size: u64,
+    /// Freshness by status for responses that carry none of their own (nginx's
+    /// `proxy_cache_valid`); sorted by status.
+    pub valid: Vec<(u16, Duration)>,
+    /// The same for every other status.
+    pub valid_any: Option<Duration>,
+    /// How long past its expiry an entry may still answer when the upstream fails (0: never).
+    pub use_stale: Duration,
+    /// Lower-case header that tells the client HIT, MISS, EXPIRED, STALE or BYPASS; None: none.
+    pub status_header: Option<String>,
+    /// Concurrent misses for one key on a worker wait this long for the first one's answer
+    /// instead of all going upstream (0: they all go).
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -255,4 +281,6 @@ pub struct Route {
     /// Gateway filters (auth, rate limit, header rules, rewrite, CORS); None when the route has
     /// none, which keeps plain routes free of any gateway work.
     pub filters: Option<Box<RouteFilters>>,
+    /// Index into `Config::caches`: responses of this `upstream` route are cached there.
+    pub cache: Option<usize>,
 }

@@ -25,6 +25,21 @@ pub struct RawConfig {
     /// `[auth.NAME]` policies that routes refer to.
     #[serde(default)]
     pub auth: BTreeMap<String, RawAuth>,
+    /// `[cache.NAME]` response caches that routes refer to.
+    #[serde(default)]
+    pub cache: BTreeMap<String, RawCache>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_size: Option<Size>,
+    pub max_entry_size: Option<Size>,
+    /// Status ("200", or "any") -> duration, for responses that carry no freshness of their own.
+    pub valid: Option<BTreeMap<String, String>>,
+    pub use_stale: Option<String>,
+    pub status_header: Option<String>,
+    pub lock_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,4 +230,6 @@ pub struct RawRoute {
     pub cors: Option<RawCors>,
     pub redirect: Option<RawRedirect>,
     pub aggregate: Option<Vec<RawPart>>,
+    /// The `[cache.NAME]` this route's responses are stored in.
+    pub cache: Option<String>,
 }

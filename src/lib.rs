@@ -2,6 +2,7 @@
 //! Module layout follows shared/design.md; dependencies point downward only.
 
 pub mod alloc;
+pub mod cache;
 pub mod config;
 pub mod deadline;
 pub mod gateway;

@@ -1,0 +1,314 @@
+//! The HTTP caching rules a shared cache follows (RFC 9111), as nginx applies them by default:
+//! which requests may be answered from the cache, which responses may be stored, and for how
+//! long they stay fresh.
+
+use crate::config::CacheZone;
+use crate::http::headers::name_is;
+use httparse::Header;
+use std::time::SystemTime;
+
+/// What the cache does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestUse {
+    /// GET or HEAD without a body: look it up; `store` says whether its response may be kept.
+    Lookup { store: bool },
+    /// A method that changes the resource (POST, PUT, DELETE, PATCH...): what is stored for its
+    /// URL is dropped (RFC 9111 §4.4).
+    Invalidate,
+    /// Anything else passes by the cache.
+    Bypass,
+}
+
+pub fn request_use(method: &str, has_body: bool, headers: &[Header<'_>]) -> RequestUse {
+    match method {
+        "GET" | "HEAD" if !has_body => RequestUse::Lookup {
+            // HEAD has no body to store; a client's `no-store` asks that nothing be kept.
+            store: method == "GET"
+                && !header_values(headers, b"cache-control")
+                    .any(|v| directives(v).any(|(n, _)| n.eq_ignore_ascii_case("no-store"))),
+        },
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" => RequestUse::Bypass,
+        _ => RequestUse::Invalidate,
+    }
+}
+
+/// Why a response is kept, and for how long it is fresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storable {
+    /// Seconds it is fresh for, counted from when the origin made it.
+    pub lifetime: u64,
+    /// Its age on arrival (the upstream's `Age`).
+    pub age: u64,
+    /// Request headers the response varies on (lower-case).
+    pub vary: Vec<String>,
+}
+
+/// Whether a response may be stored (RFC 9111 §3, shared cache), and its freshness (§4.2).
+/// `authorized`: the request carried `Authorization`.
+pub fn storable(
+    zone: &CacheZone,
+    status: u16,
+    headers: &[Header<'_>],
+    authorized: bool,
+) -> Option<Storable> {
+    if (100..200).contains(&status) || status == 206 || status == 304 {
+        return None;
+    }
+    let mut max_age = None;
+    let mut s_maxage = None;
+    let mut shared_ok = false;
+    for v in header_values(headers, b"cache-control") {
+        for (name, arg) in directives(v) {
+            match name.to_ascii_lowercase().as_str() {
+                // `no-cache` would have every use revalidated; nginx does not store it either.
+                "no-store" | "private" | "no-cache" => return None,
+                "max-age" => max_age = Some(seconds(arg)?),
+                "s-maxage" => {
+                    s_maxage = Some(seconds(arg)?);
+                    shared_ok = true;
+                }
+                "public" | "must-revalidate" => shared_ok = true,
+                _ => {}
+            }
+        }
+    }
+    // A response to a request with credentials is someone's own unless it says otherwise.
+    if authorized && !shared_ok {
+        return None;
+    }
+    // As nginx: a response that sets a cookie is one client's.
+    if header_values(headers, b"set-cookie").next().is_some() {
+        return None;
+    }
+    let mut vary = Vec::new();
+    for v in header_values(headers, b"vary") {
+        for name in v.split(|b| *b == b',') {
+            let name = name.trim_ascii();
+            if name == b"*" {
+                return None;
+            }
+            if !name.is_empty() {
+                vary.push(String::from_utf8_lossy(name).to_ascii_lowercase());
+            }
+        }
+    }
+    let lifetime = match (s_maxage, max_age) {
+        (Some(s), _) | (None, Some(s)) => s,
+        (None, None) => match header_values(headers, b"expires").next() {
+            Some(expires) => expires_lifetime(expires, header_values(headers, b"date").next()),
+            None => heuristic(zone, status)?,
+        },
+    };
+    let age = header_values(headers, b"age")
+        .next()
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+        .unwrap_or(0);
+    // Stale on arrival is only worth keeping to answer when the upstream fails.
+    if lifetime <= age && zone.use_stale.is_zero() {
+        return None;
+    }
+    Some(Storable {
+        lifetime,
+        age,
+        vary,
+    })
+}
+
+/// The configured freshness for a response that states none (`valid`), if any.
+fn heuristic(zone: &CacheZone, status: u16) -> Option<u64> {
+    zone.valid
+        .binary_search_by_key(&status, |(s, _)| *s)
+        .ok()
+        .map(|i| zone.valid[i].1)
+        .or(zone.valid_any)
+        .map(|d| d.as_secs())
+        .filter(|s| *s > 0)
+}
+
+/// `Expires` minus `Date` (or now, without a usable Date); an invalid date means already
+/// expired (RFC 9111 §5.3).
+fn expires_lifetime(expires: &[u8], date: Option<&[u8]>) -> u64 {
+    let parse = |v: &[u8]| httpdate::parse_http_date(std::str::from_utf8(v).ok()?.trim()).ok();
+    let Some(expires) = parse(expires) else {
+        return 0;
+    };
+    let base = date.and_then(parse).unwrap_or_else(SystemTime::now);
+    expires
+        .duration_since(base)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A delta-seconds argument; a malformed one makes the directive unusable, so the response is
+/// not stored (`None`), as RFC 9111 §4.2.1 asks.
+fn seconds(arg: Option<&[u8]>) -> Option<u64> {
+    let arg = arg?;
+    let arg = arg
+        .strip_prefix(b"\"")
+        .and_then(|a| a.strip_suffix(b"\""))
+        .unwrap_or(arg);
+    if arg.is_empty() || !arg.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Past 2^31 seconds is "forever" (RFC 9111 §1.2.2).
+    Some(
+        std::str::from_utf8(arg)
+            .ok()?
+            .parse::<u64>()
+            .unwrap_or(u64::MAX)
+            .min(1 << 31),
+    )
+}
+
+/// Values of every header named `lower`.
+pub fn header_values<'a>(
+    headers: &'a [Header<'a>],
+    lower: &'a [u8],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .iter()
+        .filter(move |h| name_is(h.name.as_bytes(), lower))
+        .map(|h| h.value)
+}
+
+/// The `name[=arg]` directives of a Cache-Control value.
+fn directives(v: &[u8]) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
+    v.split(|b| *b == b',').filter_map(|d| {
+        let d = d.trim_ascii();
+        let (name, arg) = match d.iter().position(|b| *b == b'=') {
+            Some(i) => (&d[..i], Some(d[i + 1..].trim_ascii())),
+            None => (d, None),
+        };
+        let name = std::str::from_utf8(name.trim_ascii()).ok()?;
+        (!name.is_empty()).then_some((name, arg))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn zone() -> CacheZone {
+        CacheZone {
+            name: "t".into(),
+            max_size: 1 << 20,
+            max_size_per_worker: 1 << 20,
+            max_entry_size: 1 << 16,
+            valid: vec![
+                (200, Duration::from_secs(60)),
+                (404, Duration::from_secs(5)),
+            ],
+            valid_any: None,
+            use_stale: Duration::ZERO,
+            status_header: None,
+            lock_timeout: Duration::ZERO,
+        }
+    }
+
+    fn h<'a>(pairs: &'a [(&'a str, &'a str)]) -> Vec<Header<'a>> {
+        pairs
+            .iter()
+            .map(|(n, v)| Header {
+                name: n,
+                value: v.as_bytes(),
+            })
+            .collect()
+    }
+
+    fn life(status: u16, pairs: &[(&str, &str)], auth: bool) -> Option<u64> {
+        storable(&zone(), status, &h(pairs), auth).map(|s| s.lifetime)
+    }
+
+    #[test]
+    fn explicit_freshness_wins_over_the_configured_one() {
+        assert_eq!(life(200, &[("Cache-Control", "max-age=7")], false), Some(7));
+        assert_eq!(
+            life(
+                200,
+                &[("cache-control", "public, max-age=7, s-maxage=30")],
+                false
+            ),
+            Some(30)
+        );
+        assert_eq!(life(200, &[], false), Some(60), "valid.200");
+        assert_eq!(life(404, &[], false), Some(5), "valid.404");
+        assert_eq!(life(500, &[], false), None, "no valid entry, no headers");
+        assert_eq!(life(500, &[("cache-control", "max-age=3")], false), Some(3));
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let later = "Sun, 06 Nov 1994 08:59:37 GMT";
+        assert_eq!(
+            life(200, &[("date", date), ("expires", later)], false),
+            Some(600)
+        );
+        assert_eq!(
+            life(200, &[("date", date), ("expires", "0")], false),
+            None,
+            "an invalid Expires is already expired"
+        );
+    }
+
+    #[test]
+    fn private_and_personal_responses_are_not_stored() {
+        for cc in [
+            "no-store",
+            "private",
+            "no-cache",
+            "max-age=abc",
+            "max-age=-1",
+        ] {
+            assert_eq!(life(200, &[("cache-control", cc)], false), None, "{cc}");
+        }
+        assert_eq!(life(200, &[("set-cookie", "a=b")], false), None);
+        assert_eq!(life(200, &[("vary", "*")], false), None);
+        assert_eq!(life(206, &[("cache-control", "max-age=9")], false), None);
+        assert_eq!(life(200, &[("cache-control", "max-age=9")], true), None);
+        assert_eq!(
+            life(200, &[("cache-control", "public, max-age=9")], true),
+            Some(9)
+        );
+        assert_eq!(
+            life(
+                200,
+                &[("cache-control", "max-age=60"), ("age", "60")],
+                false
+            ),
+            None,
+            "stale on arrival, and no use for stale entries"
+        );
+    }
+
+    #[test]
+    fn vary_names_are_kept_lower_case() {
+        let s = storable(
+            &zone(),
+            200,
+            &h(&[("Vary", "Accept-Encoding, X-Tenant"), ("age", "3")]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.vary, ["accept-encoding", "x-tenant"]);
+        assert_eq!(s.age, 3);
+    }
+
+    #[test]
+    fn requests_are_looked_up_invalidate_or_pass() {
+        let none = h(&[]);
+        assert_eq!(
+            request_use("GET", false, &none),
+            RequestUse::Lookup { store: true }
+        );
+        assert_eq!(
+            request_use("HEAD", false, &none),
+            RequestUse::Lookup { store: false }
+        );
+        assert_eq!(
+            request_use("GET", false, &h(&[("cache-control", "no-store")])),
+            RequestUse::Lookup { store: false }
+        );
+        assert_eq!(request_use("GET", true, &none), RequestUse::Bypass);
+        assert_eq!(request_use("POST", true, &none), RequestUse::Invalidate);
+        assert_eq!(request_use("DELETE", false, &none), RequestUse::Invalidate);
+        assert_eq!(request_use("OPTIONS", false, &none), RequestUse::Bypass);
+    }
+}

@@ -45,6 +45,8 @@ struct ResponsePlan {
     /// When not 0: the upstream's head (this many bytes) is still at the front of the upstream
     /// buffer and goes to the client as is, together with the body, without a copy.
     verbatim_head: usize,
+    /// The response goes into the route's cache once its body is read.
+    store: Option<Box<super::cached::StorePlan>>,
 }
 
 /// Reads until `ubuf` holds `n` bytes when `n` is at most `BUFFER_WHOLE`, so that a small
@@ -227,6 +229,13 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
     fn run(mut self) -> impl std::future::Future<Output = Next> + 'a {
         async move {
             let state = self.state;
+            if let Some(c) = self.plan.cache.as_deref().filter(|c| c.waits()) {
+                // Another request on this worker is fetching the same key: its answer may do.
+                let wait = c.await_other(state, self.client, self.cw, self.out, self.plan);
+                if let Some(next) = Box::pin(wait).await {
+                    return next;
+                }
+            }
             let policy = &state.config.routes[self.plan.route].retry;
             let budget = &state.retry_budgets[self.plan.route];
             budget.on_request();
@@ -367,7 +376,7 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                         }
                     };
                     let rtt = || sent_at.map(|t| t.elapsed()).unwrap_or_default();
-                    let resp = match head {
+                    let mut resp = match head {
                         Err(HeadError::WriteFailed) => {
                             crate::hint::cold();
                             let stale = conn.reused && self.resendable;
@@ -418,6 +427,22 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                             Outcome::Success(rtt())
                         },
                     );
+
+                    if let Some(store) = resp.store.take() {
+                        crate::hint::cold();
+                        if let Some(c) = &self.plan.cache {
+                            let at = resp.verbatim_head;
+                            let fill = c.fill_and_store(
+                                *store,
+                                &mut self.ubuf,
+                                &mut conn,
+                                at,
+                                resp.body,
+                                cfg.body_timeout,
+                            );
+                            Box::pin(fill).await;
+                        }
+                    }
 
                     // The response to the client. The common case, a head passed on as it came
                     // with its whole body behind it in the buffer, is one write: the step
@@ -504,6 +529,19 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
     #[cold]
     #[inline(never)]
     async fn fail(&mut self, status: u16, why: &str) -> Next {
+        if let Some(c) = self.plan.cache.as_deref().filter(|c| c.has_stale()) {
+            let stale = c.serve_stale(
+                self.state,
+                self.client,
+                self.cw,
+                self.out,
+                self.plan,
+                status,
+            );
+            if let Some(next) = Box::pin(stale).await {
+                return next;
+            }
+        }
         local_error(self.client, self.cw, self.out, status, why).await
     }
 
@@ -696,6 +734,14 @@ fn response_plan(
                     }
                     (Body::None, false, _) => (OutFraming::NoBody, Encode::Raw),
                 };
+                let store = match &plan.cache {
+                    None => None,
+                    Some(c) => match c.plan_store(&head) {
+                        Ok(store) => store.map(Box::new),
+                        // The expired entry answers instead (`Exchange::fail`).
+                        Err(status) => return Err(HeadError::RetryStatus(status)),
+                    },
+                };
                 let n = head.head_len;
                 let verbatim = head.verbatim
                     && plan.response_edits.is_none()
@@ -728,6 +774,7 @@ fn response_plan(
                     reusable: head.reusable,
                     keep,
                     verbatim_head,
+                    store,
                 };
                 if verbatim_head == 0 {
                     ubuf.consume(n);

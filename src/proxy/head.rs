@@ -98,6 +98,11 @@ impl ClientInfo {
 
     /// The client's address as text.
     #[inline]
+    /// The connection came over TLS.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
     pub fn ip(&self) -> IpText<'_> {
         if self.len != IPV6 {
             return IpText::Kept(&self.bytes[..self.len as usize]);

@@ -2,6 +2,7 @@
 //! and loop while the connection stays keep-alive. One task per client connection.
 
 pub mod body;
+mod cached;
 pub mod client;
 mod forward;
 mod frame;
@@ -66,6 +67,8 @@ pub struct Plan {
     response_edits: Option<Box<ResponseEdits>>,
     /// Holds a concurrent-request slot of the route's rate limit until the exchange ends.
     _limit_guard: Option<LimitGuard>,
+    /// A request on a cached route that goes upstream (None everywhere else).
+    cache: Option<Box<cached::CacheCtx>>,
 }
 
 enum PlanAction {
@@ -92,6 +95,8 @@ enum Answer {
     Local(usize),
     /// Send the sub-requests of an aggregate route and answer with the merged JSON.
     Aggregate(Box<aggregate::Job>),
+    /// A fresh response from the route's cache.
+    Cached(Box<cached::Hit>),
 }
 
 /// Where a client connection stands between requests.
@@ -311,6 +316,12 @@ async fn answer<C: ClientStream>(
             }
             finish_local(state, client, cw, out, keep).await
         }
+        Answer::Cached(hit) => {
+            let keep = plan.keep_alive
+                && discard_buffered_body(rbuf, plan.body)
+                && !state.worker.draining.get();
+            cached::answer_hit(state, client, cw, out, plan, hit, keep).await
+        }
         Answer::Error(status, why) => {
             let keep = plan.keep_alive
                 && discard_buffered_body(rbuf, plan.body)
@@ -491,6 +502,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         idempotent: head.idempotent(),
         response_edits: None,
         _limit_guard: None,
+        cache: None,
     };
     let Some(route_idx) = state
         .router
@@ -514,6 +526,9 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
     let Some(gw) = state.gateway.route(route_idx) else {
         // A plain route: no gateway work at all.
         plan.action = plain_action(state, route_idx, head, out, info);
+        if let Some(zone) = route.cache {
+            with_cache(state, zone, head, info, &mut plan);
+        }
         return plan;
     };
     let ip = info.ip();
@@ -605,7 +620,26 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
             forward_action(state, route, *cluster, base, head, out, info, Some(&edits))
         }
     };
+    if let Some(zone) = route.cache {
+        with_cache(state, zone, head, info, &mut plan);
+    }
     plan
+}
+
+/// A request on a cached route, once it has passed the route's filters: answered from the
+/// cache, or sent upstream to be stored.
+#[cold]
+#[inline(never)]
+fn with_cache(
+    state: &CoreState,
+    zone: usize,
+    head: &RequestHead<'_>,
+    info: &ClientInfo,
+    plan: &mut Plan,
+) {
+    if matches!(plan.action, PlanAction::Forward(_)) {
+        cached::plan_request(state, zone, head, info.tls(), plan);
+    }
 }
 
 /// Where a forwarded request goes: its path (with the route's prefix stripped) and the Host

@@ -1,6 +1,7 @@
 //! Per-core state: everything a worker's connections read on the request path, built from one
 //! config snapshot and never shared with another thread (hence `Rc`, `Cell`, no locks).
 
+use crate::cache::Cache;
 use crate::config::{Action, Config};
 use crate::gateway::CoreGateway;
 use crate::http::fmt::push_dec;
@@ -152,6 +153,8 @@ pub struct CoreState {
     pub published: Arc<Published>,
     /// Compiled gateway filters per route (auth, rate limit, header rules, CORS).
     pub gateway: CoreGateway,
+    /// Indexed like `config.caches`: this worker's share of each response cache.
+    pub caches: Vec<Rc<RefCell<Cache>>>,
 }
 
 impl CoreState {
@@ -195,6 +198,17 @@ impl CoreState {
                 max_head_size: config.http.max_head_size,
             },
             gateway: CoreGateway::new(&config),
+            // Kept across a reload when the zone is unchanged, as nginx keeps its cache.
+            caches: config
+                .caches
+                .iter()
+                .map(|zone| {
+                    previous
+                        .and_then(|p| p.caches.iter().find(|c| c.borrow().zone == *zone))
+                        .cloned()
+                        .unwrap_or_else(|| Rc::new(RefCell::new(Cache::new(zone.clone()))))
+                })
+                .collect(),
             worker,
             config,
         }

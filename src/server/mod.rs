@@ -99,7 +99,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         for h in handles {
             match h.join() {
                 Ok(Ok(r)) => eprintln!(
-                    "ringway: worker {}: requests={} upstream connections opened={} reused={}{}",
+                    "ringway: worker {}: requests={} upstream connections opened={} reused={}{}{}",
                     r.id,
                     r.requests,
                     r.upstream_opened,
@@ -108,6 +108,12 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
                         format!(" abandoned_in_flight={}", r.abandoned)
                     } else {
                         String::new()
+                    },
+                    match r.cache {
+                        Some([hits, misses, stale, stores, evictions]) => format!(
+                            " cache hits={hits} misses={misses} stale={stale} stores={stores} evictions={evictions}"
+                        ),
+                        None => String::new(),
                     }
                 ),
                 Ok(Err(e)) => {

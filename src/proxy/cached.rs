@@ -1,0 +1,609 @@
+//! The cache's part in an exchange: look a request up when it is planned, answer from a stored
+//! entry, and store a response on its way to the client. Only routes with `cache = "NAME"`
+//! come here; every other route pays one branch.
+
+use super::body::{self, write_result};
+use super::client::ClientStream;
+use super::head::{connection_line, write_response, OutFraming};
+use super::state::CoreState;
+use super::{Answer, Next, Plan};
+use crate::cache::lock::{collapse, Collapse};
+use crate::cache::store::request_value;
+use crate::cache::{self, Cache, Entry, Freshness, LockGuard, Lookup, Pending, RequestUse};
+use crate::deadline::{Phase, Watch};
+use crate::gateway::ResponseEdits;
+use crate::http::buf::ConnBuf;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::fmt::push_dec;
+use crate::http::request::{Body, RequestHead, Version};
+use crate::http::response::{self, ResponseHead};
+use crate::upstream::UpstreamConn;
+use bytes::Bytes;
+use monoio::io::AsyncWriteRentExt;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A body up to this size leaves in the same write as its head (copied); a larger one is sent
+/// from the entry itself.
+const COPY_BODY_MAX: usize = 64 * 1024;
+/// Slots to parse a stored head with (an upstream head has at most 128 headers).
+const HEAD_SLOTS: usize = 128;
+
+/// What a request on a cached route carries through its exchange when it goes upstream.
+pub struct CacheCtx {
+    pub cache: Rc<RefCell<Cache>>,
+    key: Box<[u8]>,
+    /// A GET whose response may be stored.
+    store: bool,
+    /// The request carried `Authorization`.
+    authorized: bool,
+    /// The request head as received: the values of the headers a response varies on.
+    request: Box<[u8]>,
+    /// The expired entry, kept to answer if the upstream fails within `use_stale`.
+    stale: Option<Rc<Entry>>,
+    /// Bytes of the route's own lines in `response_edits.extra`; the status header follows.
+    own_extra: usize,
+    /// Another request is fetching this key: wait for its answer first.
+    wait: Option<Rc<Pending>>,
+    /// This request fetches the key for the others waiting on it.
+    lock: Option<LockGuard>,
+}
+
+/// A request answered from the cache.
+pub struct Hit {
+    entry: Rc<Entry>,
+    /// The client's conditional request matches: 304 without a body.
+    not_modified: bool,
+}
+
+/// What a response's head allowed to be stored, once its body is read.
+pub struct StorePlan {
+    status: u16,
+    /// Head as stored, without `content-length` (added once the body's length is known) and
+    /// without the final blank line.
+    head: Vec<u8>,
+    age: u64,
+    lifetime: u64,
+    vary: Vec<String>,
+}
+
+/// Looks a request on a cached route up. A fresh entry answers it; otherwise it goes upstream
+/// with a `CacheCtx`, marked MISS or EXPIRED (or BYPASS) for the client.
+pub(super) fn plan_request(
+    state: &CoreState,
+    zone: usize,
+    head: &RequestHead<'_>,
+    tls: bool,
+    plan: &mut Plan,
+) {
+    let cache_rc = &state.caches[zone];
+    let mut c = cache_rc.borrow_mut();
+    let mut key = Vec::with_capacity(8 + head.host.len() + head.path.len());
+    key.extend_from_slice(if tls { b"https://" } else { b"http://" });
+    key.extend(head.host.bytes().map(|b| b.to_ascii_lowercase()));
+    key.extend_from_slice(head.path.as_bytes());
+    let store = match cache::request_use(head.method, head.body != Body::None, head.headers) {
+        RequestUse::Lookup { store } => store,
+        RequestUse::Invalidate => {
+            c.remove(&key);
+            mark(plan, &c, "BYPASS");
+            return;
+        }
+        RequestUse::Bypass => {
+            mark(plan, &c, "BYPASS");
+            return;
+        }
+    };
+    let now = cache::now_s();
+    let stale = match c.lookup(&key, head.headers, now) {
+        Lookup::Fresh(entry) => {
+            crate::cache::store::Stats::bump(&c.stats.hits);
+            let not_modified = not_modified(head, &entry);
+            plan.action = Answer::Cached(Box::new(Hit {
+                entry,
+                not_modified,
+            }))
+            .into();
+            return;
+        }
+        Lookup::Expired(e) => Some(e),
+        Lookup::Miss => None,
+    };
+    crate::cache::store::Stats::bump(&c.stats.misses);
+    let (mut wait, mut lock) = (None, None);
+    if store && !c.zone.lock_timeout.is_zero() {
+        match collapse(cache_rc, &mut c, &key) {
+            Collapse::Wait(p) => wait = Some(p),
+            Collapse::Fetch(g) => lock = Some(g),
+        }
+    }
+    let own_extra = mark(plan, &c, if stale.is_some() { "EXPIRED" } else { "MISS" });
+    plan.cache = Some(Box::new(CacheCtx {
+        cache: cache_rc.clone(),
+        key: key.into(),
+        store,
+        authorized: head
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("authorization")),
+        request: head.raw.into(),
+        stale: stale.filter(|e| e.freshness(now) == Freshness::StaleUsable),
+        own_extra,
+        wait,
+        lock,
+    }));
+}
+
+/// Adds the status header to the response edits of a request going upstream; returns how
+/// many bytes of `extra` were the route's own.
+fn mark(plan: &mut Plan, c: &Cache, word: &str) -> usize {
+    let Some(name) = &c.zone.status_header else {
+        return plan.response_edits.as_ref().map_or(0, |e| e.extra.len());
+    };
+    let edits = plan.response_edits.get_or_insert_with(|| {
+        Box::new(ResponseEdits {
+            drop: Rc::new([]),
+            extra: Vec::new(),
+        })
+    });
+    let own = edits.extra.len();
+    push_line(&mut edits.extra, name.as_bytes(), word.as_bytes());
+    own
+}
+
+fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether the client's validators match the entry (RFC 9110 §13.1): `If-None-Match` by weak
+/// comparison, else `If-Modified-Since` against `Last-Modified`.
+fn not_modified(head: &RequestHead<'_>, e: &Entry) -> bool {
+    let field = |lower: &'static [u8]| cache::policy::header_values(head.headers, lower).next();
+    if let Some(inm) = field(b"if-none-match") {
+        let Some(etag) = e.header(b"etag") else {
+            return false;
+        };
+        fn weak(t: &[u8]) -> &[u8] {
+            let t = t.trim_ascii();
+            t.strip_prefix(b"W/").unwrap_or(t)
+        }
+        let inm = inm.trim_ascii();
+        return inm == b"*" || inm.split(|b| *b == b',').any(|t| weak(t) == weak(etag));
+    }
+    let date = |v: &[u8]| httpdate::parse_http_date(std::str::from_utf8(v).ok()?.trim()).ok();
+    match (
+        field(b"if-modified-since").and_then(date),
+        e.header(b"last-modified").and_then(date),
+    ) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// Answers a planned hit.
+pub(super) async fn answer_hit<C: ClientStream>(
+    state: &CoreState,
+    client: &mut C,
+    cw: &Watch,
+    out: &mut Vec<u8>,
+    plan: &Plan,
+    hit: &Hit,
+    keep: bool,
+) -> Next {
+    let status_header = state.caches[plan_zone(state, plan)]
+        .borrow()
+        .zone
+        .status_header
+        .clone();
+    let reply = Reply {
+        entry: &hit.entry,
+        status_name: status_header.as_deref(),
+        word: "HIT",
+        edits: plan.response_edits.as_deref(),
+        not_modified: hit.not_modified,
+        keep,
+    };
+    serve(state, client, cw, out, plan, reply).await
+}
+
+/// An answer from a stored entry, as it is to be written.
+struct Reply<'a> {
+    entry: &'a Entry,
+    /// The status header's name, and what it says.
+    status_name: Option<&'a str>,
+    word: &'a str,
+    edits: Option<&'a ResponseEdits>,
+    /// 304 without a body (the client's validators match).
+    not_modified: bool,
+    keep: bool,
+}
+
+fn plan_zone(state: &CoreState, plan: &Plan) -> usize {
+    state.config.routes[plan.route].cache.unwrap_or(0)
+}
+
+/// Writes `entry` as the response: its head (with `Age`, the status header and the route's
+/// response edits) and, unless HEAD or 304, its body.
+async fn serve<C: ClientStream>(
+    state: &CoreState,
+    client: &mut C,
+    cw: &Watch,
+    out: &mut Vec<u8>,
+    plan: &Plan,
+    reply: Reply<'_>,
+) -> Next {
+    let Reply {
+        entry,
+        not_modified,
+        keep,
+        ..
+    } = reply;
+    if !write_head(out, plan, &reply) {
+        return super::forward::local_error(client, cw, out, 500, "cache entry unreadable").await;
+    }
+    let send_timeout = state.config.http.send_timeout;
+    let with_body = !plan.head_request && !not_modified && !entry.body.is_empty();
+    if with_body && entry.body.len() <= COPY_BODY_MAX {
+        out.extend_from_slice(&entry.body);
+    }
+    let mut res = body::write(client, out, cw, send_timeout).await;
+    if res.is_ok() && with_body && entry.body.len() > COPY_BODY_MAX {
+        cw.arm(send_timeout, Phase::Write);
+        let (r, _) = client.write_all(entry.body.clone()).await;
+        cw.disarm();
+        res = write_result(r.map(|_| ()), cw);
+    }
+    match res {
+        Ok(()) if keep => Next::KeepAlive,
+        _ => Next::Close,
+    }
+}
+
+/// Writes the head of the answer from `entry` into `out`; false if the stored head does not
+/// parse (never expected: Ringway wrote it).
+fn write_head(out: &mut Vec<u8>, plan: &Plan, reply: &Reply<'_>) -> bool {
+    let &Reply {
+        entry,
+        status_name,
+        word,
+        edits,
+        not_modified,
+        keep,
+    } = reply;
+    out.clear();
+    if not_modified {
+        out.extend_from_slice(b"HTTP/1.1 304 Not Modified\r\n");
+        for name in [
+            &b"cache-control"[..],
+            b"content-location",
+            b"date",
+            b"etag",
+            b"expires",
+            b"last-modified",
+            b"vary",
+        ] {
+            if let Some(v) = entry.header(name) {
+                push_line(out, name, v);
+            }
+        }
+        if let Some(e) = edits {
+            out.extend_from_slice(&e.extra);
+        }
+        out.extend_from_slice(connection_line(keep, plan.version));
+    } else if edits.is_none() && keep && plan.version == Version::Http11 {
+        // The common case: the head as stored.
+        out.extend_from_slice(&entry.head[..entry.head.len() - 2]);
+    } else {
+        let mut slots = [MaybeUninit::uninit(); HEAD_SLOTS];
+        let Ok(Some(head)) = response::parse(&entry.head, &mut slots, false, usize::MAX) else {
+            return false;
+        };
+        write_response(out, &head, framing(&head, entry), keep, plan.version, edits);
+        out.truncate(out.len() - 2);
+    }
+    let mut age = Vec::with_capacity(20);
+    push_dec(&mut age, entry.age(cache::now_s()));
+    push_line(out, b"age", &age);
+    if let Some(name) = status_name {
+        push_line(out, name.as_bytes(), word.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    true
+}
+
+/// How a stored head's body is framed for the client: its length, or none for a 204.
+fn framing(head: &ResponseHead<'_>, entry: &Entry) -> OutFraming {
+    if head.status == 204 {
+        OutFraming::NoBody
+    } else {
+        OutFraming::Length(entry.body.len() as u64)
+    }
+}
+
+impl CacheCtx {
+    /// Another request is fetching this key.
+    pub(super) fn waits(&self) -> bool {
+        self.wait.is_some()
+    }
+
+    /// An expired entry may answer if the upstream fails.
+    pub(super) fn has_stale(&self) -> bool {
+        self.stale.is_some()
+    }
+
+    /// Waits for another request's fetch of this key, if there is one, and answers from what
+    /// it stored. `None`: go upstream.
+    pub(super) async fn await_other<C: ClientStream>(
+        &self,
+        state: &CoreState,
+        client: &mut C,
+        cw: &Watch,
+        out: &mut Vec<u8>,
+        plan: &Plan,
+    ) -> Option<Next> {
+        let pending = self.wait.as_ref()?;
+        let timeout = self.cache.borrow().zone.lock_timeout;
+        let _ = monoio::time::timeout(timeout, pending.done()).await;
+        let entry = {
+            let mut slots = [MaybeUninit::uninit(); super::MAX_HEADER_SLOTS];
+            let request = parse_request_headers(&self.request, &mut slots);
+            let mut c = self.cache.borrow_mut();
+            match c.lookup(&self.key, request, cache::now_s()) {
+                Lookup::Fresh(e) => {
+                    crate::cache::store::Stats::bump(&c.stats.hits);
+                    e
+                }
+                _ => return None,
+            }
+        };
+        Some(
+            self.answer_from(state, client, cw, out, plan, &entry, "HIT")
+                .await,
+        )
+    }
+
+    /// Answers with the expired entry instead of an upstream failure (`status`), when the
+    /// zone's `use_stale` allows. `None`: no stale entry to use.
+    pub(super) async fn serve_stale<C: ClientStream>(
+        &self,
+        state: &CoreState,
+        client: &mut C,
+        cw: &Watch,
+        out: &mut Vec<u8>,
+        plan: &Plan,
+        status: u16,
+    ) -> Option<Next> {
+        let entry = self.stale.as_ref().filter(|_| stale_covers(status))?;
+        crate::cache::store::Stats::bump(&self.cache.borrow().stats.stale);
+        Some(
+            self.answer_from(state, client, cw, out, plan, entry, "STALE")
+                .await,
+        )
+    }
+
+    /// Answers from `entry` a request that was planned to go upstream: the route's own
+    /// response edits apply, not the status line `mark` added for the upstream's answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer_from<C: ClientStream>(
+        &self,
+        state: &CoreState,
+        client: &mut C,
+        cw: &Watch,
+        out: &mut Vec<u8>,
+        plan: &Plan,
+        entry: &Entry,
+        word: &str,
+    ) -> Next {
+        let keep = plan.keep_alive && !state.worker.draining.get();
+        let (name, edits) = self.own_edits(plan);
+        let reply = Reply {
+            entry,
+            status_name: name.as_deref(),
+            word,
+            edits: edits.as_ref().or(plan.response_edits.as_deref()),
+            not_modified: false,
+            keep,
+        };
+        serve(state, client, cw, out, plan, reply).await
+    }
+
+    /// The status header's name, and the route's own response edits without the status line
+    /// `mark` added (`None` when there was nothing to cut).
+    fn own_edits(&self, plan: &Plan) -> (Option<String>, Option<ResponseEdits>) {
+        let name = self.cache.borrow().zone.status_header.clone();
+        let edits = plan
+            .response_edits
+            .as_deref()
+            .filter(|_| name.is_some())
+            .map(|e| ResponseEdits {
+                drop: e.drop.clone(),
+                extra: e.extra[..self.own_extra].to_vec(),
+            });
+        (name, edits)
+    }
+
+    /// Whether a response with this head is stored, and how: decided while the head is parsed.
+    /// A stale entry turns a 5xx into a failure that it answers instead (`Err`).
+    pub(super) fn plan_store(&self, head: &ResponseHead<'_>) -> Result<Option<StorePlan>, u16> {
+        if self.stale.is_some() && stale_covers(head.status) {
+            return Err(head.status);
+        }
+        if !self.store || head.close_delimited {
+            return Ok(None);
+        }
+        let c = self.cache.borrow();
+        if matches!(head.body, Body::Length(n) if n > c.zone.max_entry_size) {
+            return Ok(None);
+        }
+        let Some(s) = cache::storable(&c.zone, head.status, head.headers, self.authorized) else {
+            return Ok(None);
+        };
+        // The stored head: hop-by-hop fields, `Age` and our own status header left out.
+        let mut drop = vec!["age".to_string()];
+        drop.extend(c.zone.status_header.clone());
+        let edits = ResponseEdits {
+            drop: drop.into(),
+            extra: Vec::new(),
+        };
+        let mut stored = Vec::with_capacity(head.head_len + 32);
+        write_response(
+            &mut stored,
+            head,
+            OutFraming::Close,
+            true,
+            Version::Http11,
+            Some(&edits),
+        );
+        stored.truncate(stored.len() - 2);
+        Ok(Some(StorePlan {
+            status: head.status,
+            head: stored,
+            age: s.age,
+            lifetime: s.lifetime,
+            vary: s.vary,
+        }))
+    }
+
+    /// Reads the whole body into `ubuf` (behind `offset` bytes of head) when it fits the zone's
+    /// entry size, and stores the response; the body stays in `ubuf` for the client. Any
+    /// failure just leaves the response unstored: the relay after it meets the failure itself.
+    pub(super) async fn fill_and_store(
+        &self,
+        plan: StorePlan,
+        ubuf: &mut ConnBuf,
+        conn: &mut UpstreamConn,
+        offset: usize,
+        body: Body,
+        timeout: Duration,
+    ) {
+        let max = self.cache.borrow().zone.max_entry_size as usize;
+        let body = match body {
+            Body::None => Bytes::new(),
+            Body::Length(n) => {
+                let end = offset + n as usize;
+                while ubuf.len() < end {
+                    if !fill(ubuf, conn, end, timeout).await {
+                        return;
+                    }
+                }
+                Bytes::copy_from_slice(&ubuf.data()[offset..end])
+            }
+            Body::Chunked => {
+                // Room for the framing of a body of `max` bytes in small chunks.
+                let limit = offset + max + max / 4 + 16 * 1024;
+                let mut dec = ChunkedDecoder::new(4096, 16 * 1024);
+                let mut decoded = Vec::new();
+                let mut at = offset;
+                loop {
+                    let Ok(used) = dec.decode(&ubuf.data()[at..], |d| decoded.extend_from_slice(d))
+                    else {
+                        return;
+                    };
+                    at += used;
+                    if dec.is_done() {
+                        break;
+                    }
+                    if decoded.len() > max || !fill(ubuf, conn, limit, timeout).await {
+                        return;
+                    }
+                }
+                if decoded.len() > max {
+                    return;
+                }
+                Bytes::from(decoded)
+            }
+        };
+        let mut head = plan.head;
+        if plan.status != 204 {
+            let mut n = Vec::with_capacity(20);
+            push_dec(&mut n, body.len() as u64);
+            push_line(&mut head, b"content-length", &n);
+        }
+        head.extend_from_slice(b"\r\n");
+        let vary = {
+            let mut slots = [MaybeUninit::uninit(); super::MAX_HEADER_SLOTS];
+            let request = parse_request_headers(&self.request, &mut slots);
+            plan.vary
+                .into_iter()
+                .map(|name| {
+                    let value = request_value(request, name.as_bytes());
+                    (name.into_boxed_str(), value.into_boxed_slice())
+                })
+                .collect()
+        };
+        let stale_window = self.cache.borrow().zone.use_stale.as_secs();
+        let entry = Entry::new(
+            plan.status,
+            head.into(),
+            body,
+            vary,
+            cache::now_s(),
+            plan.age,
+            plan.lifetime,
+            stale_window,
+        );
+        self.cache.borrow_mut().insert(&self.key, entry);
+        // Requests waiting for this key can take it now, before it reaches this client.
+        if let Some(lock) = &self.lock {
+            lock.release();
+        }
+    }
+}
+
+/// The failures an expired entry answers for (nginx's `proxy_cache_use_stale error timeout
+/// http_500 http_502 http_503 http_504`): Ringway's own 502, 503 and 504, and those statuses
+/// and 500 from the upstream.
+fn stale_covers(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504)
+}
+
+/// One more read from the upstream, up to `limit` bytes held; false when nothing more came.
+async fn fill(
+    ubuf: &mut ConnBuf,
+    conn: &mut UpstreamConn,
+    limit: usize,
+    timeout: Duration,
+) -> bool {
+    if ubuf.len() >= limit {
+        return false;
+    }
+    conn.watch.arm(timeout, Phase::Write);
+    let res = ubuf.fill(&mut conn.stream, limit).await;
+    conn.watch.disarm();
+    matches!(res, Ok(n) if n > 0)
+}
+
+/// The headers of a request head as received (for the values a response varies on).
+fn parse_request_headers<'a>(
+    raw: &'a [u8],
+    slots: &'a mut [MaybeUninit<httparse::Header<'a>>],
+) -> &'a [httparse::Header<'a>] {
+    let mut req = httparse::Request::new(&mut []);
+    match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, raw, slots)
+    {
+        Ok(_) => req.headers,
+        Err(_) => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values a stored entry varies on come from the request head as received, parsed
+    /// again; they must be what a lookup reads from the live request.
+    #[test]
+    fn request_headers_parse_again_from_the_raw_head() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding:  gzip \r\nX-T: 1\r\naccept-encoding: br\r\n\r\n";
+        let mut slots = [MaybeUninit::uninit(); 8];
+        let parsed = parse_request_headers(raw, &mut slots);
+        assert_eq!(request_value(parsed, b"accept-encoding"), b"gzip, br");
+        assert_eq!(request_value(parsed, b"x-t"), b"1");
+        assert_eq!(request_value(parsed, b"absent"), b"");
+    }
+}

@@ -164,6 +164,8 @@ pub struct Cache {
     pub stats: Stats,
     /// Keys being fetched now by a request that holds their lock (`lock.rs`).
     pub(super) pending: HashMap<Box<[u8]>, Rc<Pending>>,
+    /// Where a request's key is built, reused so a lookup allocates nothing.
+    pub key_buf: Vec<u8>,
 }
 
 impl Cache {
@@ -174,6 +176,7 @@ impl Cache {
             bytes: 0,
             stats: Stats::default(),
             pending: HashMap::new(),
+            key_buf: Vec::new(),
         }
     }
 

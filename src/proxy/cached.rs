@@ -6,7 +6,7 @@ use super::body::{self, write_result};
 use super::client::ClientStream;
 use super::head::{connection_line, write_response, OutFraming};
 use super::state::CoreState;
-use super::{Answer, Next, Plan};
+use super::{Answer, Next, Plan, PlanAction};
 use crate::cache::lock::{collapse, Collapse};
 use crate::cache::store::request_value;
 use crate::cache::{self, Cache, Entry, Freshness, LockGuard, Lookup, Pending, RequestUse};
@@ -31,6 +31,85 @@ const COPY_BODY_MAX: usize = 64 * 1024;
 /// Slots to parse a stored head with (an upstream head has at most 128 headers).
 const HEAD_SLOTS: usize = 128;
 
+/// A request's use of its route's cache, boxed so that a plan without one stays a null
+/// pointer; dropped out of line (see `Drop`).
+#[derive(Default)]
+pub struct CacheSlot(Option<Box<CacheUse>>);
+
+enum CacheUse {
+    /// A fresh entry answers; `not_modified`: the client's validators match it (304).
+    Hit {
+        entry: Rc<Entry>,
+        not_modified: bool,
+    },
+    Upstream(CacheCtx),
+}
+
+impl CacheSlot {
+    /// The request is on a cached route (one load and test: the response path asks it).
+    #[inline(always)]
+    pub(super) fn is_used(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// `CacheCtx::plan_store` for a request that went upstream; out of line.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn plan_store(&self, head: &ResponseHead<'_>) -> Result<(), u16> {
+        self.ctx().map_or(Ok(()), |c| c.plan_store(head))
+    }
+
+    /// What the request carries upstream, if it goes there from a cached route.
+    pub(super) fn ctx(&self) -> Option<&CacheCtx> {
+        match self.0.as_deref() {
+            Some(CacheUse::Upstream(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for CacheSlot {
+    /// Every plan is dropped, and nearly all hold no cache use: the test stays inline and the
+    /// drop of one goes out of line (the compiler's own drop glue, outlined, cost every
+    /// request a call).
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(u) = self.0.take() {
+            drop_use(u);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn drop_use(u: Box<CacheUse>) {
+    drop(u);
+}
+
+/// What planning did with a request on a cached route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A fresh entry answers it.
+    Answered,
+    /// It goes upstream.
+    Forward,
+    /// It waits for another request's fetch of its key, then goes upstream if that stored
+    /// nothing.
+    Wait,
+}
+
+impl Step {
+    /// Turns the forwarding planned for a request that must wait into its wait.
+    #[inline(always)]
+    pub(super) fn apply(self, action: &mut PlanAction) {
+        if self == Step::Wait {
+            if let PlanAction::Forward(cluster) = *action {
+                *action = Answer::CacheWait(cluster).into();
+            }
+        }
+    }
+}
+
 /// What a request on a cached route carries through its exchange when it goes upstream.
 pub struct CacheCtx {
     pub cache: Rc<RefCell<Cache>>,
@@ -49,13 +128,8 @@ pub struct CacheCtx {
     wait: Option<Rc<Pending>>,
     /// This request fetches the key for the others waiting on it.
     lock: Option<LockGuard>,
-}
-
-/// A request answered from the cache.
-pub struct Hit {
-    entry: Rc<Entry>,
-    /// The client's conditional request matches: 304 without a body.
-    not_modified: bool,
+    /// Set when the response head allows storing (`plan_store`), taken to store it.
+    store_plan: RefCell<Option<StorePlan>>,
 }
 
 /// What a response's head allowed to be stored, once its body is read.
@@ -69,18 +143,22 @@ pub struct StorePlan {
     vary: Vec<String>,
 }
 
-/// Looks a request on a cached route up. A fresh entry answers it; otherwise it goes upstream
-/// with a `CacheCtx`, marked MISS or EXPIRED (or BYPASS) for the client.
+/// Looks a request on a cached route up: a fresh entry answers it (the plan says so).
+/// Otherwise it goes upstream with a `CacheCtx`, marked MISS or EXPIRED (or BYPASS) for the
+/// client, and the caller plans the forwarding (`Step::apply`).
+#[inline(never)]
 pub(super) fn plan_request(
     state: &CoreState,
     zone: usize,
     head: &RequestHead<'_>,
     tls: bool,
     plan: &mut Plan,
-) {
+) -> Step {
     let cache_rc = &state.caches[zone];
     let mut c = cache_rc.borrow_mut();
-    let mut key = Vec::with_capacity(8 + head.host.len() + head.path.len());
+    // Built in the cache's own buffer: a hit allocates nothing.
+    let mut key = std::mem::take(&mut c.key_buf);
+    key.clear();
     key.extend_from_slice(if tls { b"https://" } else { b"http://" });
     key.extend(head.host.bytes().map(|b| b.to_ascii_lowercase()));
     key.extend_from_slice(head.path.as_bytes());
@@ -89,24 +167,27 @@ pub(super) fn plan_request(
         RequestUse::Invalidate => {
             c.remove(&key);
             mark(plan, &c, "BYPASS");
-            return;
+            c.key_buf = key;
+            return Step::Forward;
         }
         RequestUse::Bypass => {
             mark(plan, &c, "BYPASS");
-            return;
+            c.key_buf = key;
+            return Step::Forward;
         }
     };
     let now = cache::now_s();
     let stale = match c.lookup(&key, head.headers, now) {
         Lookup::Fresh(entry) => {
             crate::cache::store::Stats::bump(&c.stats.hits);
+            c.key_buf = key;
             let not_modified = not_modified(head, &entry);
-            plan.action = Answer::Cached(Box::new(Hit {
+            plan.cache = CacheSlot(Some(Box::new(CacheUse::Hit {
                 entry,
                 not_modified,
-            }))
-            .into();
-            return;
+            })));
+            plan.action = Answer::Cached.into();
+            return Step::Answered;
         }
         Lookup::Expired(e) => Some(e),
         Lookup::Miss => None,
@@ -120,9 +201,14 @@ pub(super) fn plan_request(
         }
     }
     let own_extra = mark(plan, &c, if stale.is_some() { "EXPIRED" } else { "MISS" });
-    plan.cache = Some(Box::new(CacheCtx {
+    let step = if wait.is_some() {
+        Step::Wait
+    } else {
+        Step::Forward
+    };
+    plan.cache = CacheSlot(Some(Box::new(CacheUse::Upstream(CacheCtx {
         cache: cache_rc.clone(),
-        key: key.into(),
+        key: key.as_slice().into(),
         store,
         authorized: head
             .headers
@@ -133,7 +219,10 @@ pub(super) fn plan_request(
         own_extra,
         wait,
         lock,
-    }));
+        store_plan: RefCell::new(None),
+    }))));
+    c.key_buf = key;
+    step
 }
 
 /// Adds the status header to the response edits of a request going upstream; returns how
@@ -192,23 +281,32 @@ pub(super) async fn answer_hit<C: ClientStream>(
     cw: &Watch,
     out: &mut Vec<u8>,
     plan: &Plan,
-    hit: &Hit,
     keep: bool,
 ) -> Next {
-    let status_header = state.caches[plan_zone(state, plan)]
-        .borrow()
-        .zone
-        .status_header
-        .clone();
+    let Some(CacheUse::Hit {
+        entry,
+        not_modified,
+    }) = plan.cache.0.as_deref()
+    else {
+        return super::forward::local_error(client, cw, out, 500, "cache hit without entry").await;
+    };
+    let not_modified = *not_modified;
     let reply = Reply {
-        entry: &hit.entry,
-        status_name: status_header.as_deref(),
+        entry,
+        status_name: status_header(state, plan),
         word: "HIT",
         edits: plan.response_edits.as_deref(),
-        not_modified: hit.not_modified,
+        not_modified,
         keep,
     };
     serve(state, client, cw, out, plan, reply).await
+}
+
+/// The cache's status header on this request's route, read from the config the state was built
+/// from (a zone carried across a reload has the same settings).
+fn status_header<'s>(state: &'s CoreState, plan: &Plan) -> Option<&'s str> {
+    let zone = state.config.routes[plan.route].cache?;
+    state.config.caches[zone].status_header.as_deref()
 }
 
 /// An answer from a stored entry, as it is to be written.
@@ -221,10 +319,6 @@ struct Reply<'a> {
     /// 304 without a body (the client's validators match).
     not_modified: bool,
     keep: bool,
-}
-
-fn plan_zone(state: &CoreState, plan: &Plan) -> usize {
-    state.config.routes[plan.route].cache.unwrap_or(0)
 }
 
 /// Writes `entry` as the response: its head (with `Age`, the status header and the route's
@@ -306,9 +400,9 @@ fn write_head(out: &mut Vec<u8>, plan: &Plan, reply: &Reply<'_>) -> bool {
         write_response(out, &head, framing(&head, entry), keep, plan.version, edits);
         out.truncate(out.len() - 2);
     }
-    let mut age = Vec::with_capacity(20);
-    push_dec(&mut age, entry.age(cache::now_s()));
-    push_line(out, b"age", &age);
+    out.extend_from_slice(b"age: ");
+    push_dec(out, entry.age(cache::now_s()));
+    out.extend_from_slice(b"\r\n");
     if let Some(name) = status_name {
         push_line(out, name.as_bytes(), word.as_bytes());
     }
@@ -326,11 +420,6 @@ fn framing(head: &ResponseHead<'_>, entry: &Entry) -> OutFraming {
 }
 
 impl CacheCtx {
-    /// Another request is fetching this key.
-    pub(super) fn waits(&self) -> bool {
-        self.wait.is_some()
-    }
-
     /// An expired entry may answer if the upstream fails.
     pub(super) fn has_stale(&self) -> bool {
         self.stale.is_some()
@@ -400,10 +489,10 @@ impl CacheCtx {
         word: &str,
     ) -> Next {
         let keep = plan.keep_alive && !state.worker.draining.get();
-        let (name, edits) = self.own_edits(plan);
+        let edits = self.own_edits(plan);
         let reply = Reply {
             entry,
-            status_name: name.as_deref(),
+            status_name: status_header(state, plan),
             word,
             edits: edits.as_ref().or(plan.response_edits.as_deref()),
             not_modified: false,
@@ -412,36 +501,35 @@ impl CacheCtx {
         serve(state, client, cw, out, plan, reply).await
     }
 
-    /// The status header's name, and the route's own response edits without the status line
-    /// `mark` added (`None` when there was nothing to cut).
-    fn own_edits(&self, plan: &Plan) -> (Option<String>, Option<ResponseEdits>) {
-        let name = self.cache.borrow().zone.status_header.clone();
-        let edits = plan
-            .response_edits
+    /// The route's own response edits without the status line `mark` added (`None` when there
+    /// was nothing to cut).
+    fn own_edits(&self, plan: &Plan) -> Option<ResponseEdits> {
+        let name = self.cache.borrow().zone.status_header.is_some();
+        plan.response_edits
             .as_deref()
-            .filter(|_| name.is_some())
+            .filter(|_| name)
             .map(|e| ResponseEdits {
                 drop: e.drop.clone(),
                 extra: e.extra[..self.own_extra].to_vec(),
-            });
-        (name, edits)
+            })
     }
 
-    /// Whether a response with this head is stored, and how: decided while the head is parsed.
-    /// A stale entry turns a 5xx into a failure that it answers instead (`Err`).
-    pub(super) fn plan_store(&self, head: &ResponseHead<'_>) -> Result<Option<StorePlan>, u16> {
+    /// Whether a response with this head is stored, and how (`take_store_plan`): decided while
+    /// the head is parsed. A stale entry turns a 5xx into a failure that it answers instead
+    /// (`Err`).
+    pub(super) fn plan_store(&self, head: &ResponseHead<'_>) -> Result<(), u16> {
         if self.stale.is_some() && stale_covers(head.status) {
             return Err(head.status);
         }
         if !self.store || head.close_delimited {
-            return Ok(None);
+            return Ok(());
         }
         let c = self.cache.borrow();
         if matches!(head.body, Body::Length(n) if n > c.zone.max_entry_size) {
-            return Ok(None);
+            return Ok(());
         }
         let Some(s) = cache::storable(&c.zone, head.status, head.headers, self.authorized) else {
-            return Ok(None);
+            return Ok(());
         };
         // The stored head: hop-by-hop fields, `Age` and our own status header left out.
         let mut drop = vec!["age".to_string()];
@@ -460,13 +548,19 @@ impl CacheCtx {
             Some(&edits),
         );
         stored.truncate(stored.len() - 2);
-        Ok(Some(StorePlan {
+        *self.store_plan.borrow_mut() = Some(StorePlan {
             status: head.status,
             head: stored,
             age: s.age,
             lifetime: s.lifetime,
             vary: s.vary,
-        }))
+        });
+        Ok(())
+    }
+
+    /// What `plan_store` decided for the response head just read, if it is to be stored.
+    pub(super) fn take_store_plan(&self) -> Option<StorePlan> {
+        self.store_plan.borrow_mut().take()
     }
 
     /// Reads the whole body into `ubuf` (behind `offset` bytes of head) when it fits the zone's
@@ -578,16 +672,20 @@ async fn fill(
     matches!(res, Ok(n) if n > 0)
 }
 
-/// The headers of a request head as received (for the values a response varies on).
+/// The headers of a request head as received (for the values a response varies on). Through
+/// the request parser itself: a second caller of httparse's own would cost the request path
+/// its inlining.
 fn parse_request_headers<'a>(
     raw: &'a [u8],
     slots: &'a mut [MaybeUninit<httparse::Header<'a>>],
 ) -> &'a [httparse::Header<'a>] {
-    let mut req = httparse::Request::new(&mut []);
-    match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, raw, slots)
-    {
-        Ok(_) => req.headers,
-        Err(_) => &[],
+    let unlimited = crate::http::request::Limits {
+        max_request_line: usize::MAX,
+        max_head_size: usize::MAX,
+    };
+    match crate::http::request::parse(raw, slots, &unlimited) {
+        Ok(Some(head)) => head.headers,
+        _ => &[],
     }
 }
 

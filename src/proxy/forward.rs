@@ -45,8 +45,6 @@ struct ResponsePlan {
     /// When not 0: the upstream's head (this many bytes) is still at the front of the upstream
     /// buffer and goes to the client as is, together with the body, without a copy.
     verbatim_head: usize,
-    /// The response goes into the route's cache once its body is read.
-    store: Option<Box<super::cached::StorePlan>>,
 }
 
 /// Reads until `ubuf` holds `n` bytes when `n` is at most `BUFFER_WHOLE`, so that a small
@@ -229,13 +227,6 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
     fn run(mut self) -> impl std::future::Future<Output = Next> + 'a {
         async move {
             let state = self.state;
-            if let Some(c) = self.plan.cache.as_deref().filter(|c| c.waits()) {
-                // Another request on this worker is fetching the same key: its answer may do.
-                let wait = c.await_other(state, self.client, self.cw, self.out, self.plan);
-                if let Some(next) = Box::pin(wait).await {
-                    return next;
-                }
-            }
             let policy = &state.config.routes[self.plan.route].retry;
             let budget = &state.retry_budgets[self.plan.route];
             budget.on_request();
@@ -376,7 +367,7 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                         }
                     };
                     let rtt = || sent_at.map(|t| t.elapsed()).unwrap_or_default();
-                    let mut resp = match head {
+                    let resp = match head {
                         Err(HeadError::WriteFailed) => {
                             crate::hint::cold();
                             let stale = conn.reused && self.resendable;
@@ -428,12 +419,11 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                         },
                     );
 
-                    if let Some(store) = resp.store.take() {
-                        crate::hint::cold();
-                        if let Some(c) = &self.plan.cache {
+                    if let Some(c) = self.plan.cache.ctx() {
+                        if let Some(store) = c.take_store_plan() {
                             let at = resp.verbatim_head;
                             let fill = c.fill_and_store(
-                                *store,
+                                store,
                                 &mut self.ubuf,
                                 &mut conn,
                                 at,
@@ -529,7 +519,7 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
     #[cold]
     #[inline(never)]
     async fn fail(&mut self, status: u16, why: &str) -> Next {
-        if let Some(c) = self.plan.cache.as_deref().filter(|c| c.has_stale()) {
+        if let Some(c) = self.plan.cache.ctx().filter(|c| c.has_stale()) {
             let stale = c.serve_stale(
                 self.state,
                 self.client,
@@ -734,14 +724,12 @@ fn response_plan(
                     }
                     (Body::None, false, _) => (OutFraming::NoBody, Encode::Raw),
                 };
-                let store = match &plan.cache {
-                    None => None,
-                    Some(c) => match c.plan_store(&head) {
-                        Ok(store) => store.map(Box::new),
-                        // The expired entry answers instead (`Exchange::fail`).
-                        Err(status) => return Err(HeadError::RetryStatus(status)),
-                    },
-                };
+                if plan.cache.is_used() {
+                    // The expired entry answers instead (`Exchange::fail`).
+                    plan.cache
+                        .plan_store(&head)
+                        .map_err(HeadError::RetryStatus)?;
+                }
                 let n = head.head_len;
                 let verbatim = head.verbatim
                     && plan.response_edits.is_none()
@@ -774,7 +762,6 @@ fn response_plan(
                     reusable: head.reusable,
                     keep,
                     verbatim_head,
-                    store,
                 };
                 if verbatim_head == 0 {
                     ubuf.consume(n);

@@ -48,6 +48,8 @@ const LEAN_AFTER_MS: u32 = 1000;
 pub enum Next {
     KeepAlive,
     Close,
+    /// Nothing answered yet: forward the request after all (`Answer::CacheWait`).
+    Upstream,
 }
 
 /// Everything the exchange needs from the request head, owned, so the read buffer is free again.
@@ -67,8 +69,8 @@ pub struct Plan {
     response_edits: Option<Box<ResponseEdits>>,
     /// Holds a concurrent-request slot of the route's rate limit until the exchange ends.
     _limit_guard: Option<LimitGuard>,
-    /// A request on a cached route that goes upstream (None everywhere else).
-    cache: Option<Box<cached::CacheCtx>>,
+    /// A request on a cached route: its hit, or what it carries upstream (empty elsewhere).
+    cache: cached::CacheSlot,
 }
 
 enum PlanAction {
@@ -76,6 +78,18 @@ enum PlanAction {
     Forward(usize),
     /// Answer from Ringway itself.
     Answer(Answer),
+}
+
+impl PlanAction {
+    /// The forwarding a cache wait stood for (`Next::Upstream`).
+    #[cold]
+    #[inline(never)]
+    fn forwarded(&self) -> PlanAction {
+        match self {
+            PlanAction::Answer(Answer::CacheWait(cluster)) => PlanAction::Forward(*cluster),
+            _ => Answer::Error(500, "nothing to forward").into(),
+        }
+    }
 }
 
 impl From<Answer> for PlanAction {
@@ -95,8 +109,11 @@ enum Answer {
     Local(usize),
     /// Send the sub-requests of an aggregate route and answer with the merged JSON.
     Aggregate(Box<aggregate::Job>),
-    /// A fresh response from the route's cache.
-    Cached(Box<cached::Hit>),
+    /// A fresh response from the route's cache (the entry is in `Plan::cache`).
+    Cached,
+    /// Another request on this worker is fetching the same key from this cluster: wait for
+    /// its answer, and forward only if it stored none.
+    CacheWait(usize),
 }
 
 /// Where a client connection stands between requests.
@@ -195,7 +212,7 @@ pub fn serve_client<C: ClientStream>(
         let rejected = loop {
             // Taken apart in the `let`, so the result is not kept beside its parts while the
             // exchange runs.
-            let (state, plan, mut out) =
+            let (state, mut plan, mut out) =
                 match read_request(&cell, &mut client, &watch, &mut rbuf, &mut ka, &info).await {
                     Ok(request) => request,
                     Err(HeadEnd::Gone) => break None,
@@ -206,25 +223,33 @@ pub fn serve_client<C: ClientStream>(
             // Every answer runs in a pooled frame, awaited at this one point: the connection's
             // own future, which an idle keep-alive connection holds, keeps room for its wait
             // for the next request and a frame pointer, not for the largest answer.
-            let next = match &plan.action {
-                // Forwarding is framed by `in_frame` itself: the exchange is its frame's future
-                // directly, with no wrapper to poll (every poll of a nested future first reads
-                // its state tag, a cache miss per level at high concurrency).
-                PlanAction::Forward(cluster) => OneOf::First(forward::in_frame(
-                    &state,
-                    *cluster,
-                    &mut client,
-                    &watch,
-                    &mut rbuf,
-                    &mut out,
-                    &plan,
-                )),
-                PlanAction::Answer(a) => OneOf::Second(C::framed(
-                    &worker.frames,
-                    answer(&state, &mut client, &watch, &mut rbuf, &mut out, &plan, a),
-                )),
-            }
-            .await;
+            let next = loop {
+                let next = match &plan.action {
+                    // Forwarding is framed by `in_frame` itself: the exchange is its frame's
+                    // future directly, with no wrapper to poll (every poll of a nested future
+                    // first reads its state tag, a cache miss per level at high concurrency).
+                    PlanAction::Forward(cluster) => OneOf::First(forward::in_frame(
+                        &state,
+                        *cluster,
+                        &mut client,
+                        &watch,
+                        &mut rbuf,
+                        &mut out,
+                        &plan,
+                    )),
+                    PlanAction::Answer(a) => OneOf::Second(C::framed(
+                        &worker.frames,
+                        answer(&state, &mut client, &watch, &mut rbuf, &mut out, &plan, a),
+                    )),
+                }
+                .await;
+                // A request that waited on the cache for nothing goes upstream after all, from
+                // this one call site of the exchange: a second would cost it its inlining.
+                if next != Next::Upstream {
+                    break next;
+                }
+                plan.action = plan.action.forwarded();
+            };
             drop(inflight);
             worker.give_buf(out);
             if next == Next::Close
@@ -316,11 +341,20 @@ async fn answer<C: ClientStream>(
             }
             finish_local(state, client, cw, out, keep).await
         }
-        Answer::Cached(hit) => {
+        Answer::Cached => {
             let keep = plan.keep_alive
                 && discard_buffered_body(rbuf, plan.body)
                 && !state.worker.draining.get();
-            cached::answer_hit(state, client, cw, out, plan, hit, keep).await
+            cached::answer_hit(state, client, cw, out, plan, keep).await
+        }
+        Answer::CacheWait(_) => {
+            if let Some(c) = plan.cache.ctx() {
+                let waited = c.await_other(state, client, cw, out, plan);
+                if let Some(next) = Box::pin(waited).await {
+                    return next;
+                }
+            }
+            Next::Upstream
         }
         Answer::Error(status, why) => {
             let keep = plan.keep_alive
@@ -502,7 +536,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         idempotent: head.idempotent(),
         response_edits: None,
         _limit_guard: None,
-        cache: None,
+        cache: Default::default(),
     };
     let Some(route_idx) = state
         .router
@@ -525,10 +559,16 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
     }
     let Some(gw) = state.gateway.route(route_idx) else {
         // A plain route: no gateway work at all.
-        plan.action = plain_action(state, route_idx, head, out, info);
+        let mut cache_step = cached::Step::Forward;
         if let Some(zone) = route.cache {
-            with_cache(state, zone, head, info, &mut plan);
+            cache_step = cached::plan_request(state, zone, head, info.tls(), &mut plan);
+            if cache_step == cached::Step::Answered {
+                return plan;
+            }
         }
+        // One call site: a second would cost the common path its inlining.
+        plan.action = plain_action(state, route_idx, head, out, info);
+        cache_step.apply(&mut plan.action);
         return plan;
     };
     let ip = info.ip();
@@ -549,6 +589,14 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
     };
     plan.response_edits = passed.response.take();
     plan._limit_guard = passed.guard.take();
+    // After the filters: a request they refuse never sees the cache.
+    let mut cache_step = cached::Step::Forward;
+    if let Some(zone) = route.cache {
+        cache_step = cached::plan_request(state, zone, head, info.tls(), &mut plan);
+        if cache_step == cached::Step::Answered {
+            return plan;
+        }
+    }
     let passed: &Passed = &passed;
     plan.action = match &route.action {
         Action::Respond(_) => Answer::Static(route_idx).into(),
@@ -620,26 +668,8 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
             forward_action(state, route, *cluster, base, head, out, info, Some(&edits))
         }
     };
-    if let Some(zone) = route.cache {
-        with_cache(state, zone, head, info, &mut plan);
-    }
+    cache_step.apply(&mut plan.action);
     plan
-}
-
-/// A request on a cached route, once it has passed the route's filters: answered from the
-/// cache, or sent upstream to be stored.
-#[cold]
-#[inline(never)]
-fn with_cache(
-    state: &CoreState,
-    zone: usize,
-    head: &RequestHead<'_>,
-    info: &ClientInfo,
-    plan: &mut Plan,
-) {
-    if matches!(plan.action, PlanAction::Forward(_)) {
-        cached::plan_request(state, zone, head, info.tls(), plan);
-    }
 }
 
 /// Where a forwarded request goes: its path (with the route's prefix stripped) and the Host

@@ -87,6 +87,8 @@ pub enum ScenarioKind {
     Bodies,
     Idle,
     Tls,
+    /// Every request answered from the proxy's response cache.
+    Cache,
 }
 
 #[derive(Parser, Debug)]
@@ -135,7 +137,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "closed,rate,sweep,bodies,idle,tls"
+        default_value = "closed,rate,sweep,bodies,idle,tls,cache"
     )]
     pub scenarios: Vec<ScenarioKind>,
 
@@ -193,6 +195,9 @@ pub struct Args {
     /// Client connections of the TLS handshake cell (default 50; 0 runs none).
     #[arg(long)]
     pub handshake_conns: Option<usize>,
+    /// Client connections of the cache-hit cells (default 50,200; 0 runs none).
+    #[arg(long, value_delimiter = ',')]
+    pub cache_conns: Option<Vec<usize>>,
 
     /// Where results go (JSON, markdown, SVGs). Default: bench/results, or
     /// bench/results/tmp for --quick.

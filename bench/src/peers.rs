@@ -31,6 +31,8 @@ pub struct ProxySpec<'a> {
     pub huge_pages: bool,
     /// Terminate TLS with this certificate.
     pub tls: Option<&'a crate::tls::TlsFiles>,
+    /// Cache the upstream's responses in memory (the cache-hit cells).
+    pub cache: bool,
 }
 
 /// Writes the proxy's config file into `spec.dir` and returns its path (the floor relay takes
@@ -55,7 +57,7 @@ fn ringway_config(s: &ProxySpec) -> String {
          [runtime]\nworkers = {}\ncpus = [{}]\n{}\n\
          [[listener]]\nbind = \"{}\"\n{}\n\
          [upstream.backend]\nservers = [{}]\nbalance = \"round_robin\"\nmax_idle = {}\n\n\
-         [[route]]\nupstream = \"backend\"\n",
+         {}[[route]]\nupstream = \"backend\"\n{}",
         s.cpus.len().max(1),
         cpus.join(", "),
         // Written only when off, so the file stays the one every earlier run used.
@@ -71,6 +73,13 @@ fn ringway_config(s: &ProxySpec) -> String {
         )),
         servers.join(", "),
         s.conns.max(1024),
+        // No status header: the peers add none either.
+        if s.cache {
+            "[cache.bench]\nmax_size = \"256MiB\"\nstatus_header = \"\"\n\n"
+        } else {
+            ""
+        },
+        if s.cache { "cache = \"bench\"\n" } else { "" },
     )
 }
 
@@ -119,6 +128,7 @@ fn nginx_config(s: &ProxySpec) -> String {
          \x20   fastcgi_temp_path {d}/fastcgi;\n\
          \x20   uwsgi_temp_path {d}/uwsgi;\n\
          \x20   scgi_temp_path {d}/scgi;\n\
+         {cache_path}\
          \x20   # Clients keep their connections for the whole run, as with the other proxies.\n\
          \x20   keepalive_requests 100000000;\n\
          \x20   keepalive_timeout 300s;\n\
@@ -137,12 +147,28 @@ fn nginx_config(s: &ProxySpec) -> String {
          \x20           proxy_set_header Connection \"\";\n\
          \x20           # Stream large bodies through memory buffers, never via temp files.\n\
          \x20           proxy_max_temp_file_size 0;\n\
+         {cache_use}\
          \x20       }}\n\
          \x20   }}\n\
          }}\n",
         workers = s.cpus.len().max(1),
         masks = masks.join(" "),
         pool = s.conns.max(16),
+        // The cache's files are opened through open_file_cache, as nginx advises for hot
+        // files: otherwise every hit opens and closes one.
+        cache_path = if s.cache {
+            format!(
+                "    proxy_cache_path {d}/cache levels=1:2 keys_zone=bench:16m max_size=256m inactive=60m use_temp_path=off;\n\
+                 \x20   open_file_cache max=1000 inactive=60s;\n"
+            )
+        } else {
+            String::new()
+        },
+        cache_use = if s.cache {
+            "            proxy_cache bench;\n"
+        } else {
+            ""
+        },
         listen = s.listen,
         ssl = if s.tls.is_some() { " ssl" } else { "" },
         // nginx's defaults otherwise: TLS 1.2 and 1.3, session tickets on.
@@ -192,14 +218,27 @@ fn haproxy_config(s: &ProxySpec) -> String {
          \x20   timeout client 300s\n\
          \x20   timeout server 300s\n\
          \x20   timeout http-keep-alive 300s\n\
+         {cache_section}\
          frontend fe\n\
          \x20   bind {listen}{ssl}\n\
          \x20   default_backend be\n\
          backend be\n\
          \x20   balance roundrobin\n\
+         {cache_rules}\
          {servers}",
         d = s.dir.display(),
         listen = s.listen,
+        // HAProxy's small-object cache, in memory, sized as the others.
+        cache_section = if s.cache {
+            "cache bench\n    total-max-size 256\n    max-object-size 1048576\n    max-age 3600\n"
+        } else {
+            ""
+        },
+        cache_rules = if s.cache {
+            "    http-request cache-use bench\n    http-response cache-store bench\n"
+        } else {
+            ""
+        },
         ssl = s.tls.map_or(String::new(), |t| format!(
             " ssl crt {} alpn http/1.1",
             t.combined.display()
@@ -391,6 +430,7 @@ mod tests {
                 conns: 200,
                 huge_pages: true,
                 tls: None,
+                cache: false,
             };
             let text = match kind {
                 ProxyKind::Ringway | ProxyKind::RingwayPgo => ringway_config(&spec),
@@ -439,6 +479,29 @@ mod tests {
             for w in &wanted {
                 assert!(with_tls.contains(w.as_str()), "{w:?} not in\n{with_tls}");
                 assert!(!text.contains(w.as_str()), "{w:?} without TLS");
+            }
+            // With a cache, each peer caches in memory.
+            let cached = ProxySpec {
+                cache: true,
+                ..spec
+            };
+            let wanted: &[&str] = match kind {
+                ProxyKind::Ringway | ProxyKind::RingwayPgo => {
+                    &["[cache.bench]\n", "cache = \"bench\"\n"]
+                }
+                ProxyKind::Nginx => &["keys_zone=bench:", "proxy_cache bench;"],
+                ProxyKind::Haproxy => &["cache bench\n", "cache-use bench", "cache-store bench"],
+                ProxyKind::Floor | ProxyKind::FloorRaw => &[],
+            };
+            let with_cache = match kind {
+                ProxyKind::Ringway | ProxyKind::RingwayPgo => ringway_config(&cached),
+                ProxyKind::Nginx => nginx_config(&cached),
+                ProxyKind::Haproxy => haproxy_config(&cached),
+                ProxyKind::Floor | ProxyKind::FloorRaw => String::new(),
+            };
+            for w in wanted {
+                assert!(with_cache.contains(w), "{w:?} not in\n{with_cache}");
+                assert!(!text.contains(w), "{w:?} without a cache");
             }
             // Each floor runs its own relay.
             match kind {

@@ -360,6 +360,11 @@ pub fn markdown(
             "TLS termination (clients over HTTPS, upstreams plain HTTP; the floor relays cannot terminate TLS)",
             "cell",
         ),
+        (
+            ScenarioKind::Cache,
+            "Response cache hits (every answer from the proxy's in-memory cache; the floor relays have none)",
+            "cell",
+        ),
     ] {
         let cells = fam(k);
         if cells.is_empty() {

@@ -172,7 +172,9 @@ pub fn run_cell(ctx: &mut Ctx, cell: &Cell) -> CellResult {
             // proxy's: their memory per idle connection says nothing (and reads as zero). They
             // frame responses by Content-Length only, so a chunked body is beyond them.
             // Nor do they speak TLS.
-            if (cell.idle || cell.chunk > 0 || cell.tls.is_some()) && proxy.is_floor() {
+            // Nor do they cache.
+            if (cell.idle || cell.chunk > 0 || cell.tls.is_some() || cell.cache) && proxy.is_floor()
+            {
                 continue;
             }
             // Only Ringway has the switch; the peers' figure is the plain idle cell's.
@@ -262,6 +264,7 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
         dir: &dir,
         body: cell.body,
         chunk: cell.chunk,
+        cacheable: cell.cache,
         cpus: &ctx.load_cpus,
         count: 2,
     }) {
@@ -283,6 +286,7 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
         conns: cell.conns,
         huge_pages: cell.huge_pages,
         tls: cell.tls.and(ctx.tls.as_ref()),
+        cache: cell.cache,
     };
     let running = match peers::start(&spec, Duration::from_secs(10)) {
         Ok(p) => p,

@@ -27,6 +27,8 @@ pub struct Plan {
     /// Client connections of the TLS keep-alive cells, and of the handshake cell.
     pub tls_conns: Vec<usize>,
     pub handshake_conns: usize,
+    /// Client connections of the cache-hit cells.
+    pub cache_conns: Vec<usize>,
     pub max_redo: usize,
     pub scenarios: Vec<ScenarioKind>,
 }
@@ -64,6 +66,13 @@ impl Plan {
                 .filter(|&c| c > 0)
                 .collect(),
             handshake_conns: a.handshake_conns.unwrap_or(50),
+            cache_conns: a
+                .cache_conns
+                .clone()
+                .unwrap_or(if q { vec![50] } else { vec![50, 200] })
+                .into_iter()
+                .filter(|&c| c > 0)
+                .collect(),
             max_redo: a.max_redo.unwrap_or(if q { 0 } else { 2 }),
             scenarios: a.scenarios.clone(),
         }
@@ -99,6 +108,9 @@ pub struct Cell {
     pub huge_pages: bool,
     /// Clients speak HTTPS to the proxy (the upstreams stay plain HTTP).
     pub tls: Option<TlsLoad>,
+    /// The upstream marks its response cacheable and the proxy caches it: after the first
+    /// request every answer comes from the proxy's cache.
+    pub cache: bool,
 }
 
 /// How the clients of a TLS cell use their connections.
@@ -111,6 +123,9 @@ pub enum TlsLoad {
     /// handshake (resumed by a session ticket once the client has one, as browsers do).
     Handshake,
 }
+
+/// Body of the cache-hit cells: a small page.
+pub const CACHE_BODY: usize = 1024;
 
 /// Chunk size of the chunked-body cells: what streaming application servers commonly emit.
 pub const BODY_CHUNK: usize = 16 * 1024;
@@ -138,6 +153,7 @@ impl Cell {
             idle: false,
             huge_pages: true,
             tls: None,
+            cache: false,
         }
     }
 
@@ -154,6 +170,7 @@ impl Cell {
             idle: false,
             huge_pages: true,
             tls: None,
+            cache: false,
         }
     }
 
@@ -174,6 +191,7 @@ impl Cell {
             idle: false,
             huge_pages: true,
             tls: None,
+            cache: false,
         }
     }
 
@@ -189,6 +207,7 @@ impl Cell {
             idle: true,
             huge_pages: true,
             tls: None,
+            cache: false,
         }
     }
 
@@ -210,6 +229,18 @@ impl Cell {
             label,
             tls: Some(load),
             ..Cell::closed(conns, 0, ScenarioKind::Tls)
+        }
+    }
+
+    /// A closed-loop cell where every response is a cache hit: what a proxy's cache costs per
+    /// answer, with a small page's body.
+    pub fn cache(conns: usize) -> Cell {
+        Cell {
+            id: format!("cache-c{conns}"),
+            scenario: ScenarioKind::Cache,
+            label: format!("cache hits, 1 KiB body, {conns} conns"),
+            cache: true,
+            ..Cell::closed(conns, CACHE_BODY, ScenarioKind::Cache)
         }
     }
 
@@ -254,6 +285,11 @@ pub fn fixed_cells(p: &Plan) -> Vec<Cell> {
         }
         if p.handshake_conns > 0 {
             v.push(Cell::tls(p.handshake_conns, TlsLoad::Handshake));
+        }
+    }
+    if p.has(ScenarioKind::Cache) {
+        for &c in &p.cache_conns {
+            v.push(Cell::cache(c));
         }
     }
     v

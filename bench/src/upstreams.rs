@@ -44,9 +44,14 @@ pub struct UpstreamSpec<'a> {
     pub body: usize,
     /// When not 0, the body is sent chunked in pieces of this size.
     pub chunk: usize,
+    /// Responses say a shared cache may keep them for an hour.
+    pub cacheable: bool,
     pub cpus: &'a [usize],
     pub count: usize,
 }
+
+/// The header that lets the proxies cache the cache cells' responses.
+pub const CACHEABLE: &str = "Cache-Control: public, max-age=3600";
 
 pub fn start(spec: &UpstreamSpec) -> Result<Upstreams, String> {
     match spec.kind {
@@ -67,6 +72,11 @@ fn start_loadgen(spec: &UpstreamSpec) -> Result<Upstreams, String> {
             .arg(spec.body.to_string())
             .arg("--chunk-size")
             .arg(spec.chunk.to_string())
+            .args(if spec.cacheable {
+                &["--header", CACHEABLE][..]
+            } else {
+                &[]
+            })
             .args(["--threads", "1", "--cpus"])
             .arg(cpus.join(","))
             .stdin(Stdio::null())
@@ -128,11 +138,19 @@ fn start_nginx(spec: &UpstreamSpec) -> Result<Upstreams, String> {
     fs::write(www.join("body"), vec![b'x'; spec.body]).map_err(|e| e.to_string())?;
     let mut addrs = Vec::new();
     let mut servers = String::new();
+    // nginx as the origin adds Last-Modified and ETag of its own; the header says the rest.
+    let cacheable = match spec.cacheable {
+        true => {
+            let (name, value) = CACHEABLE.split_once(": ").unwrap_or_default();
+            format!(" add_header {name} \"{value}\";")
+        }
+        false => String::new(),
+    };
     for _ in 0..spec.count {
         let a = peers::free_port().map_err(|e| e.to_string())?;
         addrs.push(a);
         servers.push_str(&format!(
-            "    server {{ listen {a} backlog=4096; location / {{ root {}; rewrite ^ /body break; }} }}\n",
+            "    server {{ listen {a} backlog=4096; location / {{ root {}; rewrite ^ /body break;{cacheable} }} }}\n",
             www.display()
         ));
     }

@@ -132,6 +132,10 @@ struct ServeArgs {
     /// sends it with Content-Length.
     #[arg(long, default_value_t = 0)]
     chunk_size: usize,
+    /// A header line to add to every response, "Name: value" (repeatable), e.g.
+    /// "Cache-Control: max-age=3600" for a proxy's cache to keep.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    headers: Vec<String>,
     /// Delay before each batch of responses.
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     delay: Duration,
@@ -156,6 +160,18 @@ struct ServeArgs {
     /// Count requests; on SIGTERM or SIGINT print `served N requests` on stdout and exit.
     #[arg(long)]
     count: bool,
+}
+
+/// A response header line as given: a token, a colon, and a value without line breaks.
+fn parse_header(s: &str) -> Result<String, String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("header {s:?} has no ':'"))?;
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) || value.contains(['\r', '\n']) {
+        return Err(format!("header {s:?} is not \"Name: value\""));
+    }
+    Ok(format!("{name}: {}", value.trim()))
 }
 
 #[derive(Clone, Debug)]
@@ -245,6 +261,7 @@ fn main() -> ExitCode {
             bind: a.bind,
             body_size: a.body_size,
             chunk_size: a.chunk_size,
+            headers: a.headers,
             delay: a.delay,
             threads: threads_for(a.threads, &a.cpus),
             cpus: a.cpus.map(|c| c.0),

@@ -20,6 +20,8 @@ pub struct ServeConfig {
     pub body_size: usize,
     /// When not 0, the body goes out chunked (Transfer-Encoding), in chunks of this size.
     pub chunk_size: usize,
+    /// Extra header lines ("Name: value") in every response.
+    pub headers: Vec<String>,
     pub delay: Duration,
     pub threads: usize,
     pub cpus: Option<Vec<usize>>,
@@ -94,8 +96,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), String> {
     } else {
         format!("Content-Length: {}", cfg.body_size)
     };
+    let extra: String = cfg.headers.iter().map(|h| format!("{h}\r\n")).collect();
     let mut one = format!(
-        "HTTP/1.1 {} {}\r\n{framing}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\n{extra}{framing}\r\n\r\n",
         cfg.status,
         reason(cfg.status),
     )

@@ -67,6 +67,27 @@ fn upstream_gated(gate: Option<Gate>) -> Upstream {
                 .header("Cache-Control", "max-age=60")
                 .header("Age", "60"),
             "/aged-503" => Reply::ok("unavailable").status(503),
+            // Stale on arrival, with a validator; the validator's match gets a 304.
+            "/reval" | "/reval-date" if times == 1 => {
+                let reply = Reply::ok(body)
+                    .header("Cache-Control", "max-age=60")
+                    .header("Age", "60");
+                if path == "/reval" {
+                    reply.header("ETag", "\"r1\"")
+                } else {
+                    reply.header("Last-Modified", LAST_MODIFIED)
+                }
+            }
+            "/reval" | "/reval-date"
+                if r.header("if-none-match") == Some("\"r1\"")
+                    || r.header("if-modified-since") == Some(LAST_MODIFIED) =>
+            {
+                let mut reply = Reply::ok(Vec::new())
+                    .status(304)
+                    .header("Cache-Control", "max-age=300");
+                reply.no_length = true;
+                reply
+            }
             "/aged-down" => {
                 let mut reply = Reply::ok(Vec::new());
                 reply.close_without_reply = true;
@@ -207,7 +228,7 @@ fn fresh_responses_are_answered_from_the_cache() {
     rw.signal("TERM");
     let (_, stderr) = rw.wait_exit(DEADLINE);
     assert!(
-        stderr.contains("cache hits=4 misses=5 stale=0 stores=5 evictions=0"),
+        stderr.contains("cache hits=4 misses=5 revalidated=0 stale=0 stores=5 evictions=0"),
         "{stderr}"
     );
 }
@@ -388,6 +409,47 @@ fn expired_entries_are_fetched_again() {
     let third = get(a, "/aged-ok", &[]);
     assert_eq!((x_cache(&third), third.body.clone()), ("HIT", second.body));
     assert_eq!(up.count(), 2);
+}
+
+#[test]
+fn expired_entries_are_validated_with_the_upstream() {
+    let up = upstream();
+    let rw = Ringway::start(&config(up.addr, "", ""));
+    let a = rw.addr();
+    for (path, validator, value) in [
+        ("/reval", "if-none-match", "\"r1\""),
+        ("/reval-date", "if-modified-since", LAST_MODIFIED),
+    ] {
+        let first = get(a, path, &[]);
+        assert_eq!(x_cache(&first), "MISS", "{path}");
+        // Expired on arrival: the next request asks the upstream whether it still holds.
+        let second = get(a, path, &[]);
+        assert_eq!(second.status, 200, "{path}: {}", second.head);
+        assert_eq!(x_cache(&second), "REVALIDATED", "{path}");
+        assert_eq!(
+            second.body, first.body,
+            "{path}: the stored body, from a 304"
+        );
+        assert_eq!(second.header("age"), Some("0"), "{path}");
+        let asked = up.last();
+        assert_eq!(asked.header(validator), Some(value), "{path}");
+        // The 304 made it fresh for its max-age.
+        let third = get(a, path, &[]);
+        assert_eq!((x_cache(&third), third.body.clone()), ("HIT", first.body));
+    }
+    assert_eq!(up.count(), 4);
+}
+
+#[test]
+fn revalidate_off_fetches_expired_entries_whole() {
+    let up = upstream();
+    let rw = Ringway::start(&config(up.addr, "", "revalidate = false"));
+    let a = rw.addr();
+    let first = get(a, "/reval", &[]);
+    let second = get(a, "/reval", &[]);
+    assert_eq!(x_cache(&second), "EXPIRED");
+    assert_ne!(second.body, first.body);
+    assert_eq!(up.last().header("if-none-match"), None);
 }
 
 #[test]

@@ -114,6 +114,23 @@ pub fn storable(
     })
 }
 
+/// The freshness (lifetime, age) of a stored response that a 304 has just validated, from the
+/// 304's own fields when they say (RFC 9111 §4.3.4), else the stored `lifetime` anew. `None`:
+/// the 304 forbids keeping it (no-store, private...).
+pub fn revalidated(
+    zone: &CacheZone,
+    status: u16,
+    headers: &[Header<'_>],
+    authorized: bool,
+    lifetime: u64,
+) -> Option<(u64, u64)> {
+    if let Some(s) = storable(zone, status, headers, authorized) {
+        return Some((s.lifetime, s.age));
+    }
+    let says = |lower: &'static [u8]| header_values(headers, lower).next().is_some();
+    (!says(b"cache-control") && !says(b"expires")).then_some((lifetime, 0))
+}
+
 /// The configured freshness for a response that states none (`valid`), if any.
 fn heuristic(zone: &CacheZone, status: u16) -> Option<u64> {
     zone.valid
@@ -201,6 +218,7 @@ mod tests {
             ],
             valid_any: None,
             use_stale: Duration::ZERO,
+            revalidate: true,
             status_header: None,
             lock_timeout: Duration::ZERO,
         }
@@ -276,6 +294,28 @@ mod tests {
             None,
             "stale on arrival, and no use for stale entries"
         );
+    }
+
+    #[test]
+    fn a_304_renews_freshness_by_its_own_fields_or_the_stored_ones() {
+        let z = zone();
+        let r = |pairs: &[(&str, &str)]| revalidated(&z, 200, &h(pairs), false, 40);
+        assert_eq!(r(&[("cache-control", "max-age=300")]), Some((300, 0)));
+        assert_eq!(
+            r(&[("cache-control", "max-age=300"), ("age", "5")]),
+            Some((300, 5))
+        );
+        assert_eq!(r(&[("etag", "\"x\"")]), Some((60, 0)), "valid.200 applies");
+        let none = CacheZone {
+            valid: Vec::new(),
+            ..zone()
+        };
+        assert_eq!(
+            revalidated(&none, 200, &h(&[("etag", "\"x\"")]), false, 40),
+            Some((40, 0)),
+            "the stored lifetime anew"
+        );
+        assert_eq!(r(&[("cache-control", "no-store")]), None);
     }
 
     #[test]

@@ -86,6 +86,25 @@ impl Entry {
         }
     }
 
+    /// The same response, validated again now by a 304 (`policy::revalidated`).
+    pub fn refreshed(&self, now: u64, age: u64, lifetime: u64) -> Entry {
+        Entry {
+            status: self.status,
+            head: self.head.clone(),
+            body: self.body.clone(),
+            vary: self.vary.clone(),
+            stored_at: now,
+            age_at_store: age,
+            lifetime,
+            stale_window: self.stale_window,
+        }
+    }
+
+    /// Seconds it was fresh for when stored.
+    pub fn lifetime(&self) -> u64 {
+        self.lifetime
+    }
+
     /// The stored head's value of header `lower`, if any.
     pub fn header<'a>(&'a self, lower: &'a [u8]) -> Option<&'a [u8]> {
         raw_fields(&self.head, lower).next().map(<[u8]>::trim_ascii)
@@ -140,6 +159,8 @@ pub struct Stats {
     pub misses: Cell<u64>,
     /// Answered by an expired entry because the upstream failed.
     pub stale: Cell<u64>,
+    /// Expired entries a 304 from the upstream made fresh again.
+    pub revalidated: Cell<u64>,
     pub stores: Cell<u64>,
     pub evictions: Cell<u64>,
 }
@@ -206,13 +227,14 @@ impl Cache {
     }
 
     /// Stores `entry` under `key`, replacing the variant it matches; evicts the least recently
-    /// used keys until the budget holds again.
-    pub fn insert(&mut self, key: &[u8], entry: Entry) {
+    /// used keys until the budget holds again. Returns it as stored.
+    pub fn insert(&mut self, key: &[u8], entry: Entry) -> Rc<Entry> {
         let cost = entry.cost(key);
-        if cost > self.zone.max_size_per_worker {
-            return;
-        }
         let entry = Rc::new(entry);
+        if cost > self.zone.max_size_per_worker {
+            return entry;
+        }
+        let stored = entry.clone();
         if let Some(slot) = self.map.get_mut(key) {
             if let Some(i) = slot.variants.iter().position(|e| e.same_variant(&entry)) {
                 let old = slot.variants.remove(i);
@@ -243,6 +265,7 @@ impl Cache {
             self.bytes -= slot.bytes;
             Stats::bump(&self.stats.evictions);
         }
+        stored
     }
 
     /// Drops everything stored for `key`.
@@ -267,6 +290,7 @@ mod tests {
             valid: Vec::new(),
             valid_any: None,
             use_stale: Duration::ZERO,
+            revalidate: true,
             status_header: None,
             lock_timeout: Duration::ZERO,
         })

@@ -82,6 +82,7 @@ impl Validator<'_> {
                 c.use_stale.as_ref(),
                 Duration::ZERO,
             )?,
+            revalidate: c.revalidate.unwrap_or(true),
             status_header,
             lock_timeout: self.duration(
                 &format!("{key}.lock_timeout"),

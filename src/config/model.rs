@@ -39,6 +39,9 @@ pub struct CacheZone {
     pub valid_any: Option<Duration>,
     /// How long past its expiry an entry may still answer when the upstream fails (0: never).
     pub use_stale: Duration,
+    /// An expired entry with a validator (ETag, Last-Modified) is fetched with a conditional
+    /// request, and a 304 refreshes it (nginx's `proxy_cache_revalidate`).
+    pub revalidate: bool,
     /// Lower-case header that tells the client HIT, MISS, EXPIRED, STALE or BYPASS; None: none.
     pub status_header: Option<String>,
     /// Concurrent misses for one key on a worker wait this long for the first one's answer

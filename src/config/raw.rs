@@ -38,6 +38,7 @@ pub struct RawCache {
     /// Status ("200", or "any") -> duration, for responses that carry no freshness of their own.
     pub valid: Option<BTreeMap<String, String>>,
     pub use_stale: Option<String>,
+    pub revalidate: Option<bool>,
     pub status_header: Option<String>,
     pub lock_timeout: Option<String>,
 }

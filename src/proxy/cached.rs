@@ -93,19 +93,46 @@ pub enum Step {
     Answered,
     /// It goes upstream.
     Forward,
-    /// It waits for another request's fetch of its key, then goes upstream if that stored
-    /// nothing.
-    Wait,
+    /// It goes upstream once its planned forwarding is adjusted (`adjust`): it waits for
+    /// another request's fetch of its key first, or asks the upstream to validate an expired
+    /// entry.
+    Adjust,
 }
 
 impl Step {
-    /// Turns the forwarding planned for a request that must wait into its wait.
+    /// Adjusts the forwarding planned (`plan.action`, and the upstream head in `out`) when
+    /// planning asked for it; one test on every other request.
     #[inline(always)]
-    pub(super) fn apply(self, action: &mut PlanAction) {
-        if self == Step::Wait {
-            if let PlanAction::Forward(cluster) = *action {
-                *action = Answer::CacheWait(cluster).into();
+    pub(super) fn apply(self, plan: &mut Plan, out: &mut Vec<u8>) {
+        if self == Step::Adjust {
+            adjust(plan, out);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn adjust(plan: &mut Plan, out: &mut Vec<u8>) {
+    let Some(c) = plan.cache.ctx() else {
+        return;
+    };
+    // A bodiless GET: the head ends the buffer, and the validators go before its blank line.
+    if let Some(e) = &c.revalidating {
+        if out.ends_with(b"\r\n\r\n") {
+            let mut lines = Vec::new();
+            if let Some(etag) = e.header(b"etag") {
+                push_line(&mut lines, b"if-none-match", etag);
             }
+            if let Some(date) = e.header(b"last-modified") {
+                push_line(&mut lines, b"if-modified-since", date);
+            }
+            let at = out.len() - 2;
+            out.splice(at..at, lines);
+        }
+    }
+    if c.wait.is_some() {
+        if let PlanAction::Forward(cluster) = plan.action {
+            plan.action = Answer::CacheWait(cluster).into();
         }
     }
 }
@@ -128,8 +155,18 @@ pub struct CacheCtx {
     wait: Option<Rc<Pending>>,
     /// This request fetches the key for the others waiting on it.
     lock: Option<LockGuard>,
+    /// The expired entry whose validators went upstream (`revalidate`): a 304 refreshes it.
+    revalidating: Option<Rc<Entry>>,
     /// Set when the response head allows storing (`plan_store`), taken to store it.
-    store_plan: RefCell<Option<StorePlan>>,
+    store_plan: RefCell<Option<Stored>>,
+}
+
+/// What the cache does with the response head just read.
+pub enum Stored {
+    /// Store the response once its body is read.
+    Body(StorePlan),
+    /// The upstream validated the expired entry (304): answer with it, refreshed.
+    Revalidated(Rc<Entry>),
 }
 
 /// What a response's head allowed to be stored, once its body is read.
@@ -201,8 +238,22 @@ pub(super) fn plan_request(
         }
     }
     let own_extra = mark(plan, &c, if stale.is_some() { "EXPIRED" } else { "MISS" });
-    let step = if wait.is_some() {
-        Step::Wait
+    // Validators of our own only when the client sent none: its own go up as they are, and
+    // the upstream's 304 to them is the client's.
+    let client_validates = [&b"if-none-match"[..], b"if-modified-since"]
+        .iter()
+        .any(|n| {
+            cache::policy::header_values(head.headers, n)
+                .next()
+                .is_some()
+        });
+    let revalidating = stale
+        .as_ref()
+        .filter(|_| store && c.zone.revalidate && !client_validates)
+        .filter(|e| e.header(b"etag").is_some() || e.header(b"last-modified").is_some())
+        .cloned();
+    let step = if wait.is_some() || revalidating.is_some() {
+        Step::Adjust
     } else {
         Step::Forward
     };
@@ -219,6 +270,7 @@ pub(super) fn plan_request(
         own_extra,
         wait,
         lock,
+        revalidating,
         store_plan: RefCell::new(None),
     }))));
     c.key_buf = key;
@@ -521,6 +573,12 @@ impl CacheCtx {
         if self.stale.is_some() && stale_covers(head.status) {
             return Err(head.status);
         }
+        if head.status == 304 {
+            if let Some(e) = &self.revalidating {
+                self.refresh(e, head);
+                return Ok(());
+            }
+        }
         if !self.store || head.close_delimited {
             return Ok(());
         }
@@ -548,19 +606,61 @@ impl CacheCtx {
             Some(&edits),
         );
         stored.truncate(stored.len() - 2);
-        *self.store_plan.borrow_mut() = Some(StorePlan {
+        *self.store_plan.borrow_mut() = Some(Stored::Body(StorePlan {
             status: head.status,
             head: stored,
             age: s.age,
             lifetime: s.lifetime,
             vary: s.vary,
-        });
+        }));
         Ok(())
     }
 
-    /// What `plan_store` decided for the response head just read, if it is to be stored.
-    pub(super) fn take_store_plan(&self) -> Option<StorePlan> {
+    /// The upstream's 304 validated the expired entry: it is fresh again (for as long as the
+    /// 304 says, or as long as it was), and answers this request.
+    fn refresh(&self, e: &Rc<Entry>, head: &ResponseHead<'_>) {
+        let mut c = self.cache.borrow_mut();
+        let fresh = cache::policy::revalidated(
+            &c.zone,
+            e.status,
+            head.headers,
+            self.authorized,
+            e.lifetime(),
+        );
+        let entry = match fresh {
+            Some((lifetime, age)) => {
+                c.insert(&self.key, e.refreshed(cache::now_s(), age, lifetime))
+            }
+            // Valid, but not to be kept any longer.
+            None => {
+                c.remove(&self.key);
+                Rc::new(e.refreshed(cache::now_s(), 0, 0))
+            }
+        };
+        crate::cache::store::Stats::bump(&c.stats.revalidated);
+        *self.store_plan.borrow_mut() = Some(Stored::Revalidated(entry));
+        if let Some(lock) = &self.lock {
+            lock.release();
+        }
+    }
+
+    /// What `plan_store` decided for the response head just read.
+    pub(super) fn take_store_plan(&self) -> Option<Stored> {
         self.store_plan.borrow_mut().take()
+    }
+
+    /// Answers with the entry the upstream just validated.
+    pub(super) async fn answer_revalidated<C: ClientStream>(
+        &self,
+        state: &CoreState,
+        client: &mut C,
+        cw: &Watch,
+        out: &mut Vec<u8>,
+        plan: &Plan,
+        entry: &Entry,
+    ) -> Next {
+        self.answer_from(state, client, cw, out, plan, entry, "REVALIDATED")
+            .await
     }
 
     /// Reads the whole body into `ubuf` (behind `offset` bytes of head) when it fits the zone's

@@ -4,6 +4,7 @@
 //! another server when the route's policy, the request's safety and the retry budget allow.
 
 use super::body::{self, BodyError, Deadlines, Encode, Failure, Side};
+use super::cached::Stored;
 use super::client::ClientStream;
 use super::head::{connection_line, write_response, OutFraming};
 use super::state::CoreState;
@@ -420,17 +421,36 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                     );
 
                     if let Some(c) = self.plan.cache.ctx() {
-                        if let Some(store) = c.take_store_plan() {
-                            let at = resp.verbatim_head;
-                            let fill = c.fill_and_store(
-                                store,
-                                &mut self.ubuf,
-                                &mut conn,
-                                at,
-                                resp.body,
-                                cfg.body_timeout,
-                            );
-                            Box::pin(fill).await;
+                        match c.take_store_plan() {
+                            Some(Stored::Body(store)) => {
+                                let at = resp.verbatim_head;
+                                let fill = c.fill_and_store(
+                                    store,
+                                    &mut self.ubuf,
+                                    &mut conn,
+                                    at,
+                                    resp.body,
+                                    cfg.body_timeout,
+                                );
+                                Box::pin(fill).await;
+                            }
+                            Some(Stored::Revalidated(entry)) => {
+                                // The 304 has no body: its connection is free again.
+                                self.ubuf.consume(resp.verbatim_head);
+                                if resp.reusable && self.ubuf.is_empty() && !conn.watch.fired() {
+                                    cluster.checkin(conn);
+                                }
+                                let answer = c.answer_revalidated(
+                                    state,
+                                    self.client,
+                                    self.cw,
+                                    self.out,
+                                    self.plan,
+                                    &entry,
+                                );
+                                break 'attempt Ok(Box::pin(answer).await);
+                            }
+                            None => {}
                         }
                     }
 

@@ -568,7 +568,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         }
         // One call site: a second would cost the common path its inlining.
         plan.action = plain_action(state, route_idx, head, out, info);
-        cache_step.apply(&mut plan.action);
+        cache_step.apply(&mut plan, out);
         return plan;
     };
     let ip = info.ip();
@@ -668,7 +668,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
             forward_action(state, route, *cluster, base, head, out, info, Some(&edits))
         }
     };
-    cache_step.apply(&mut plan.action);
+    cache_step.apply(&mut plan, out);
     plan
 }
 

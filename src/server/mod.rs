@@ -110,8 +110,8 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
                         String::new()
                     },
                     match r.cache {
-                        Some([hits, misses, stale, stores, evictions]) => format!(
-                            " cache hits={hits} misses={misses} stale={stale} stores={stores} evictions={evictions}"
+                        Some([hits, misses, revalidated, stale, stores, evictions]) => format!(
+                            " cache hits={hits} misses={misses} revalidated={revalidated} stale={stale} stores={stores} evictions={evictions}"
                         ),
                         None => String::new(),
                     }

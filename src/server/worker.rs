@@ -23,9 +23,9 @@ pub struct WorkerReport {
     pub upstream_opened: u64,
     pub upstream_reused: u64,
     pub abandoned: usize,
-    /// Response cache counters summed over zones: hits, misses, stale answers, stores,
-    /// evictions (None without a cache).
-    pub cache: Option<[u64; 5]>,
+    /// Response cache counters summed over zones: hits, misses, revalidations, stale answers,
+    /// stores, evictions (None without a cache).
+    pub cache: Option<[u64; 6]>,
 }
 
 /// The control tick: deadline sweeps run on every one, the rest less often.
@@ -145,13 +145,18 @@ async fn worker_main(
         upstream_reused: state.clusters.iter().map(|c| c.reused()).sum(),
         abandoned: ctx.inflight.get(),
         cache: (!state.caches.is_empty()).then(|| {
-            let mut t = [0; 5];
+            let mut t = [0; 6];
             for c in &state.caches {
                 let s = &c.borrow().stats;
-                for (i, v) in [&s.hits, &s.misses, &s.stale, &s.stores, &s.evictions]
-                    .into_iter()
-                    .enumerate()
-                {
+                let all = [
+                    &s.hits,
+                    &s.misses,
+                    &s.revalidated,
+                    &s.stale,
+                    &s.stores,
+                    &s.evictions,
+                ];
+                for (i, v) in all.into_iter().enumerate() {
                     t[i] += v.get();
                 }
             }

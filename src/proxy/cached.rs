@@ -530,7 +530,7 @@ impl CacheCtx {
     /// Answers from `entry` a request that was planned to go upstream: the route's own
     /// response edits apply, not the status line `mark` added for the upstream's answer.
     #[allow(clippy::too_many_arguments)]
-    async fn answer_from<C: ClientStream>(
+    pub(super) async fn answer_from<C: ClientStream>(
         &self,
         state: &CoreState,
         client: &mut C,
@@ -647,20 +647,6 @@ impl CacheCtx {
     /// What `plan_store` decided for the response head just read.
     pub(super) fn take_store_plan(&self) -> Option<Stored> {
         self.store_plan.borrow_mut().take()
-    }
-
-    /// Answers with the entry the upstream just validated.
-    pub(super) async fn answer_revalidated<C: ClientStream>(
-        &self,
-        state: &CoreState,
-        client: &mut C,
-        cw: &Watch,
-        out: &mut Vec<u8>,
-        plan: &Plan,
-        entry: &Entry,
-    ) -> Next {
-        self.answer_from(state, client, cw, out, plan, entry, "REVALIDATED")
-            .await
     }
 
     /// Reads the whole body into `ubuf` (behind `offset` bytes of head) when it fits the zone's

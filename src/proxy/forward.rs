@@ -440,13 +440,14 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                                 if resp.reusable && self.ubuf.is_empty() && !conn.watch.fired() {
                                     cluster.checkin(conn);
                                 }
-                                let answer = c.answer_revalidated(
+                                let answer = c.answer_from(
                                     state,
                                     self.client,
                                     self.cw,
                                     self.out,
                                     self.plan,
                                     &entry,
+                                    "REVALIDATED",
                                 );
                                 break 'attempt Ok(Box::pin(answer).await);
                             }

@@ -563,6 +563,41 @@ fn a_reload_keeps_the_cache() {
 }
 
 #[test]
+fn hits_over_tls_carry_whole_bodies() {
+    let up = upstream();
+    let dir = TempDir::new();
+    let cert = make_cert(&dir.0, "site", &["localhost"]);
+    let text = config(up.addr, "", "").replacen(
+        "bind = \"127.0.0.1:0\"\n",
+        &format!(
+            "bind = \"127.0.0.1:0\"\n[listener.tls]\ncert = {:?}\nkey = {:?}\n",
+            cert.cert, cert.key
+        ),
+        1,
+    );
+    let rw = Ringway::start(&text);
+    let port = rw.addr().port();
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let cacert = cert.cert.to_str().unwrap();
+    // 100 KiB: past the size that is copied behind the head, so the entry's own bytes go out.
+    let url = format!("https://localhost:{port}/chunked");
+    let want = pattern_sha256(100 * 1024, 3);
+    for expect in ["MISS", "HIT"] {
+        let (code, out, err) = curl(&["--cacert", cacert, "--resolve", &resolve, "-D", "-", &url]);
+        assert_eq!(code, 200, "{err}");
+        let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("x-cache: {}", expect.to_ascii_lowercase())),
+            "{head}"
+        );
+        assert_eq!(sha256_hex(&out[split..]), want, "{expect}");
+    }
+    // One upstream request for both answers.
+    assert_eq!(up.count(), 1);
+}
+
+#[test]
 fn broken_cache_settings_are_refused_by_key() {
     let up = upstream();
     let cases = [

@@ -9,35 +9,8 @@ use common::*;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-
-/// A self-signed certificate for `names`, written as `<stem>.pem` and `<stem>.key` in `dir`.
-struct Cert {
-    der: CertificateDer<'static>,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_cert(dir: &Path, stem: &str, names: &[&str]) -> Cert {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = rcgen::CertificateParams::new(names)
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let (cert_path, key_path) = (
-        dir.join(format!("{stem}.pem")),
-        dir.join(format!("{stem}.key")),
-    );
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    Cert {
-        der: cert.der().clone(),
-        cert: cert_path,
-        key: key_path,
-    }
-}
 
 /// `simple_config` with its listener terminating TLS with `cert`; `tls_extra` goes into the
 /// listener's `tls` table.

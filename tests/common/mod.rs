@@ -18,6 +18,33 @@ use std::time::{Duration, Instant};
 mod process;
 pub use process::*;
 
+/// A self-signed certificate for `names`, written as `<stem>.pem` and `<stem>.key` in `dir`.
+pub struct Cert {
+    pub der: rustls::pki_types::CertificateDer<'static>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn make_cert(dir: &Path, stem: &str, names: &[&str]) -> Cert {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    Cert {
+        der: cert.der().clone(),
+        cert: cert_path,
+        key: key_path,
+    }
+}
+
 /// Sums the per-worker statistics lines printed at exit: (requests, opened, reused).
 pub fn worker_stats(stderr: &str) -> (u64, u64, u64) {
     let mut t = (0, 0, 0);

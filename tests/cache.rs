@@ -563,6 +563,37 @@ fn a_reload_keeps_the_cache() {
 }
 
 #[test]
+fn max_size_evicts_the_least_recently_used() {
+    let up = upstream();
+    let text = config(up.addr, "", "")
+        .replace("max_size = \"8MiB\"", "max_size = \"64KiB\"")
+        .replace("max_entry_size = \"1MiB\"", "max_entry_size = \"16KiB\"");
+    let mut rw = Ringway::start(&text);
+    let a = rw.addr();
+    // Each entry costs a few hundred bytes: 400 of them overflow 64 KiB several times.
+    for i in 0..400 {
+        get(a, &format!("/many/{i}"), &[]);
+        // /many/0 stays in use, so it stays.
+        assert_eq!(x_cache(&get(a, "/many/0", &[])), "HIT");
+    }
+    assert_eq!(x_cache(&get(a, "/many/1", &[])), "MISS", "evicted long ago");
+    assert_eq!(
+        x_cache(&get(a, "/many/399", &[])),
+        "HIT",
+        "the newest stays"
+    );
+    rw.signal("TERM");
+    let (_, stderr) = rw.wait_exit(DEADLINE);
+    let evictions: u64 = stderr
+        .split("evictions=")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(evictions > 200, "{stderr}");
+}
+
+#[test]
 fn hits_over_tls_carry_whole_bodies() {
     let up = upstream();
     let dir = TempDir::new();

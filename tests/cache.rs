@@ -507,6 +507,39 @@ fn concurrent_misses_for_one_key_go_upstream_once() {
 }
 
 #[test]
+fn routes_sharing_a_zone_keep_their_answers_apart() {
+    let up = upstream();
+    let other = Upstream::start("other");
+    let route = format!(
+        r#"[upstream.other]
+servers = ["{}"]
+
+[[route]]
+name = "v2"
+match = {{ path_prefix = "/v/", headers = {{ "x-version" = "2" }} }}
+upstream = "other"
+cache = "main"
+"#,
+        other.addr
+    );
+    let rw = Ringway::start(&config(up.addr, &route, ""));
+    let a = rw.addr();
+    let v1 = get(a, "/v/page", &[]);
+    let v2 = get(a, "/v/page", &[("x-version", "2")]);
+    assert!(v2.text().starts_with("other "), "{}", v2.text());
+    assert_ne!(v1.body, v2.body);
+    let v1_again = get(a, "/v/page", &[]);
+    let v2_again = get(a, "/v/page", &[("x-version", "2")]);
+    assert_eq!((x_cache(&v1_again), &v1_again.body), ("HIT", &v1.body));
+    assert_eq!(
+        x_cache(&v2_again),
+        "MISS",
+        "the other upstream's answer is not stored"
+    );
+    assert!(v2_again.text().starts_with("other "));
+}
+
+#[test]
 fn route_auth_runs_before_the_cache() {
     let up = upstream();
     let route = r#"[auth.keys]

@@ -193,9 +193,13 @@ pub(super) fn plan_request(
 ) -> Step {
     let cache_rc = &state.caches[zone];
     let mut c = cache_rc.borrow_mut();
-    // Built in the cache's own buffer: a hit allocates nothing.
+    // Built in the cache's own buffer: a hit allocates nothing. The route's name leads it:
+    // two routes that share a zone and tell requests for one URL apart (by a header, a method)
+    // may send them to different upstreams, and one's answer must not serve the other.
     let mut key = std::mem::take(&mut c.key_buf);
     key.clear();
+    key.extend_from_slice(state.config.routes[plan.route].name.as_bytes());
+    key.push(b' ');
     key.extend_from_slice(if tls { b"https://" } else { b"http://" });
     key.extend(head.host.bytes().map(|b| b.to_ascii_lowercase()));
     key.extend_from_slice(head.path.as_bytes());

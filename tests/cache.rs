@@ -67,6 +67,10 @@ fn upstream_gated(gate: Option<Gate>) -> Upstream {
                 .header("Cache-Control", "max-age=60")
                 .header("Age", "60"),
             "/aged-503" => Reply::ok("unavailable").status(503),
+            // Stale on arrival, but the response itself allows answering with it on error.
+            "/sie-down" if times == 1 => Reply::ok(body)
+                .header("Cache-Control", "max-age=60, stale-if-error=3600")
+                .header("Age", "60"),
             // Stale on arrival, with a validator; the validator's match gets a 304.
             "/reval" | "/reval-date" if times == 1 => {
                 let reply = Reply::ok(body)
@@ -88,7 +92,7 @@ fn upstream_gated(gate: Option<Gate>) -> Upstream {
                 reply.no_length = true;
                 reply
             }
-            "/aged-down" => {
+            "/aged-down" | "/sie-down" => {
                 let mut reply = Reply::ok(Vec::new());
                 reply.close_without_reply = true;
                 reply
@@ -461,6 +465,12 @@ fn without_use_stale_the_failure_reaches_the_client() {
     // Stale on arrival and no use for it: nothing was kept.
     let r = get(a, "/aged-down", &[]);
     assert_eq!((r.status, x_cache(&r)), (502, "(none)"), "{}", r.head);
+    // Unless the response itself says how long it may answer for a failure (RFC 5861).
+    let first = get(a, "/sie-down", &[]);
+    assert_eq!(x_cache(&first), "MISS");
+    let r = get(a, "/sie-down", &[]);
+    assert_eq!((r.status, x_cache(&r)), (200, "STALE"), "{}", r.head);
+    assert_eq!(r.body, first.body);
 }
 
 #[test]

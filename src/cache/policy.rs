@@ -41,6 +41,9 @@ pub struct Storable {
     pub age: u64,
     /// Request headers the response varies on (lower-case).
     pub vary: Vec<String>,
+    /// Seconds past expiry it may answer when the upstream fails: the zone's `use_stale`, or
+    /// the response's own `stale-if-error` when longer (RFC 5861).
+    pub stale_window: u64,
 }
 
 /// Whether a response may be stored (RFC 9111 §3, shared cache), and its freshness (§4.2).
@@ -57,6 +60,7 @@ pub fn storable(
     let mut max_age = None;
     let mut s_maxage = None;
     let mut shared_ok = false;
+    let mut stale_if_error = 0;
     for v in header_values(headers, b"cache-control") {
         for (name, arg) in directives(v) {
             match name.to_ascii_lowercase().as_str() {
@@ -68,6 +72,8 @@ pub fn storable(
                     shared_ok = true;
                 }
                 "public" | "must-revalidate" => shared_ok = true,
+                // A malformed one is ignored, not a reason to refuse the response.
+                "stale-if-error" => stale_if_error = seconds(arg).unwrap_or(0),
                 _ => {}
             }
         }
@@ -103,14 +109,16 @@ pub fn storable(
         .next()
         .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
         .unwrap_or(0);
+    let stale_window = zone.use_stale.as_secs().max(stale_if_error);
     // Stale on arrival is only worth keeping to answer when the upstream fails.
-    if lifetime <= age && zone.use_stale.is_zero() {
+    if lifetime <= age && stale_window == 0 {
         return None;
     }
     Some(Storable {
         lifetime,
         age,
         vary,
+        stale_window,
     })
 }
 
@@ -316,6 +324,32 @@ mod tests {
             "the stored lifetime anew"
         );
         assert_eq!(r(&[("cache-control", "no-store")]), None);
+    }
+
+    #[test]
+    fn stale_if_error_lengthens_the_stale_window() {
+        let s = |cc: &str| storable(&zone(), 200, &h(&[("cache-control", cc)]), false);
+        assert_eq!(s("max-age=5").unwrap().stale_window, 0);
+        assert_eq!(
+            s("max-age=5, stale-if-error=600").unwrap().stale_window,
+            600
+        );
+        assert_eq!(s("max-age=5, stale-if-error=x").unwrap().stale_window, 0);
+        let hour = CacheZone {
+            use_stale: std::time::Duration::from_secs(3600),
+            ..zone()
+        };
+        let st = storable(
+            &hour,
+            200,
+            &h(&[("cache-control", "max-age=5, stale-if-error=60")]),
+            false,
+        );
+        assert_eq!(st.unwrap().stale_window, 3600, "the longer of the two");
+        assert!(
+            s("max-age=60, stale-if-error=30").is_some() && s("max-age=0").is_none(),
+            "stale on arrival is kept only with a window"
+        );
     }
 
     #[test]

@@ -178,6 +178,7 @@ pub struct StorePlan {
     age: u64,
     lifetime: u64,
     vary: Vec<String>,
+    stale_window: u64,
 }
 
 /// Looks a request on a cached route up: a fresh entry answers it (the plan says so).
@@ -617,6 +618,7 @@ impl CacheCtx {
             age: s.age,
             lifetime: s.lifetime,
             vary: s.vary,
+            stale_window: s.stale_window,
         }));
         Ok(())
     }
@@ -721,7 +723,6 @@ impl CacheCtx {
                 })
                 .collect()
         };
-        let stale_window = self.cache.borrow().zone.use_stale.as_secs();
         let entry = Entry::new(
             plan.status,
             head.into(),
@@ -730,7 +731,7 @@ impl CacheCtx {
             cache::now_s(),
             plan.age,
             plan.lifetime,
-            stale_window,
+            plan.stale_window,
         );
         self.cache.borrow_mut().insert(&self.key, entry);
         // Requests waiting for this key can take it now, before it reaches this client.

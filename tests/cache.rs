@@ -636,6 +636,62 @@ fn max_size_evicts_the_least_recently_used() {
     assert!(evictions > 200, "{stderr}");
 }
 
+/// An upstream that promises a cacheable body and closes halfway through it: with
+/// Content-Length, or chunked without the last chunk. Counts the requests it read.
+fn cutting_upstream(chunked: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut conn, &mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            counter.fetch_add(1, Ordering::AcqRel);
+            let reply: &[u8] = if chunked {
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=300\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\nCache-Control: max-age=300\r\nContent-Length: 1000\r\n\r\nonly part of it"
+            };
+            let _ = std::io::Write::write_all(&mut conn, reply);
+            // Dropped: the upstream is gone halfway through the body.
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn a_body_cut_short_is_never_stored() {
+    for chunked in [false, true] {
+        let (up, seen) = cutting_upstream(chunked);
+        let rw = Ringway::start(&config(up, "", ""));
+        let a = rw.addr();
+        for n in 1..=2 {
+            let mut s = connect(a);
+            std::io::Write::write_all(&mut s, b"GET /cut HTTP/1.1\r\nHost: cache.test\r\n\r\n")
+                .unwrap();
+            let mut got = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut s, &mut got);
+            let text = String::from_utf8_lossy(&got);
+            // The client sees the truncation as the connection closing early, never as a
+            // complete answer, and never from the cache.
+            assert!(!text.contains("x-cache: HIT"), "chunked={chunked}: {text}");
+            assert!(
+                !text.contains("\r\n0\r\n\r\n") && !text.contains("content-length: 15\r\n"),
+                "chunked={chunked}: {text}"
+            );
+            assert_eq!(seen.load(Ordering::Acquire), n, "chunked={chunked}");
+        }
+    }
+}
+
 #[test]
 fn hits_over_tls_carry_whole_bodies() {
     let up = upstream();

@@ -66,11 +66,12 @@ fn main() -> ExitCode {
         Some(Command::Check { file }) => match ringway::config::load(&file) {
             Ok(c) => {
                 println!(
-                    "{}: ok: {} listener(s), {} upstream(s), {} route(s), {} worker(s)",
+                    "{}: ok: {} listener(s), {} upstream(s), {} route(s), {} cache(s), {} worker(s)",
                     file.display(),
                     c.listeners.len(),
                     c.upstreams.len(),
                     c.routes.len(),
+                    c.caches.len(),
                     c.runtime.workers
                 );
                 ExitCode::SUCCESS

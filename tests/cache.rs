@@ -238,6 +238,60 @@ fn fresh_responses_are_answered_from_the_cache() {
 }
 
 #[test]
+fn hits_answer_pipelined_requests_in_order_and_http_1_0_clients() {
+    let up = upstream();
+    let rw = Ringway::start(&config(up.addr, "", ""));
+    let a = rw.addr();
+    let one = get(a, "/p/1", &[]);
+    let two = get(a, "/p/2", &[]);
+    // Three requests in one write: two hits and a miss, answered in order on one connection.
+    let mut s = connect(a);
+    std::io::Write::write_all(
+        &mut s,
+        b"GET /p/2 HTTP/1.1\r\nHost: cache.test\r\n\r\n\
+          GET /p/3 HTTP/1.1\r\nHost: cache.test\r\n\r\n\
+          GET /p/1 HTTP/1.1\r\nHost: cache.test\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let answers: Vec<RawResponse> = (0..3)
+        .map(|_| read_response(&mut r, false).unwrap())
+        .collect();
+    assert_eq!(x_cache(&answers[0]), "HIT");
+    assert_eq!(answers[0].body, two.body);
+    assert_eq!(x_cache(&answers[1]), "MISS");
+    assert!(answers[1].text().starts_with("GET /p/3 "));
+    assert_eq!(x_cache(&answers[2]), "HIT");
+    assert_eq!(answers[2].body, one.body);
+    // HTTP/1.0 and Connection: close get their own connection handling on a hit.
+    let old = raw_exchange(
+        a,
+        b"GET /p/1 HTTP/1.0\r\nHost: cache.test\r\nConnection: keep-alive\r\n\r\n",
+    );
+    assert_eq!((old.status, x_cache(&old)), (200, "HIT"));
+    assert!(old.head.starts_with("HTTP/1.1 200"), "{}", old.head);
+    assert_eq!(old.header("connection"), Some("keep-alive"));
+    assert_eq!(old.body, one.body);
+    let mut s = connect(a);
+    std::io::Write::write_all(
+        &mut s,
+        b"GET /p/1 HTTP/1.1\r\nHost: cache.test\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let closing = read_response(&mut r, false).unwrap();
+    assert_eq!(
+        (x_cache(&closing), closing.header("connection")),
+        ("HIT", Some("close"))
+    );
+    assert!(
+        closed_by_peer(&mut r),
+        "the connection closes after the answer"
+    );
+    assert_eq!(up.count(), 3);
+}
+
+#[test]
 fn private_and_unmarked_responses_are_not_stored() {
     let up = upstream();
     let rw = Ringway::start(&config(up.addr, "", ""));

@@ -292,6 +292,31 @@ fn hits_answer_pipelined_requests_in_order_and_http_1_0_clients() {
 }
 
 #[test]
+fn bypass_skips_the_cache_for_named_cookies_and_headers() {
+    let up = upstream();
+    let zone = "bypass = [\"cookie:session*\", \"header:x-preview\"]";
+    let rw = Ringway::start(&config(up.addr, "", zone));
+    let a = rw.addr();
+    let stored = get(a, "/b", &[]);
+    assert_eq!(x_cache(&get(a, "/b", &[])), "HIT");
+    // A logged-in visitor, and a preview: straight to the upstream, whatever is stored.
+    for headers in [
+        &[("Cookie", "theme=dark; session_4f2a=abc")][..],
+        &[("X-Preview", "1")][..],
+    ] {
+        let r = get(a, "/b", headers);
+        assert_eq!(x_cache(&r), "BYPASS", "{headers:?}");
+        assert_ne!(r.body, stored.body, "{headers:?}");
+    }
+    // Nor is what they were answered stored for anyone else.
+    get(a, "/c", &[("Cookie", "session=abc")]);
+    assert_eq!(x_cache(&get(a, "/c", &[])), "MISS");
+    // A cookie that only has the word in its value is not a session.
+    assert_eq!(x_cache(&get(a, "/b", &[("Cookie", "ref=session")])), "HIT");
+    assert_eq!(up.count(), 5);
+}
+
+#[test]
 fn private_and_unmarked_responses_are_not_stored() {
     let up = upstream();
     let rw = Ringway::start(&config(up.addr, "", ""));
@@ -808,6 +833,10 @@ fn broken_cache_settings_are_refused_by_key() {
         (
             config(up.addr, "", "colour = \"blue\""),
             "colour",
+        ),
+        (
+            config(up.addr, "", "bypass = [\"query:debug\"]"),
+            "cache.main.bypass: \"query:debug\" is not",
         ),
         (
             config(

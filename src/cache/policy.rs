@@ -2,7 +2,7 @@
 //! which requests may be answered from the cache, which responses may be stored, and for how
 //! long they stay fresh.
 
-use crate::config::CacheZone;
+use crate::config::{CacheBypass, CacheZone};
 use crate::http::headers::name_is;
 use httparse::Header;
 use std::time::SystemTime;
@@ -30,6 +30,20 @@ pub fn request_use(method: &str, has_body: bool, headers: &[Header<'_>]) -> Requ
         "GET" | "HEAD" | "OPTIONS" | "TRACE" => RequestUse::Bypass,
         _ => RequestUse::Invalidate,
     }
+}
+
+/// Whether the request carries something the zone's `bypass` names.
+pub fn bypassed(zone: &CacheZone, headers: &[Header<'_>]) -> bool {
+    zone.bypass.iter().any(|b| match b {
+        CacheBypass::Header(name) => header_values(headers, name.as_bytes()).next().is_some(),
+        CacheBypass::Cookie { name, prefix } => header_values(headers, b"cookie")
+            .flat_map(|v| v.split(|c| *c == b';'))
+            .filter_map(|pair| pair.split(|c| *c == b'=').next().map(<[u8]>::trim_ascii))
+            .any(|n| match prefix {
+                true => n.starts_with(name.as_bytes()),
+                false => n == name.as_bytes(),
+            }),
+    })
 }
 
 /// Why a response is kept, and for how long it is fresh.
@@ -229,6 +243,7 @@ mod tests {
             revalidate: true,
             status_header: None,
             lock_timeout: Duration::ZERO,
+            bypass: Vec::new(),
         }
     }
 
@@ -350,6 +365,35 @@ mod tests {
             s("max-age=60, stale-if-error=30").is_some() && s("max-age=0").is_none(),
             "stale on arrival is kept only with a window"
         );
+    }
+
+    #[test]
+    fn bypass_matches_headers_and_cookies_by_name_or_prefix() {
+        let z = CacheZone {
+            bypass: vec![
+                CacheBypass::Header("x-preview".into()),
+                CacheBypass::Cookie {
+                    name: "session".into(),
+                    prefix: false,
+                },
+                CacheBypass::Cookie {
+                    name: "wp_logged_in_".into(),
+                    prefix: true,
+                },
+            ],
+            ..zone()
+        };
+        let by = |pairs: &[(&str, &str)]| bypassed(&z, &h(pairs));
+        assert!(!by(&[]));
+        assert!(by(&[("X-Preview", "")]));
+        assert!(by(&[("cookie", "a=1; session=x")]));
+        assert!(
+            !by(&[("cookie", "sessionid=x; a=session")]),
+            "names, not values"
+        );
+        assert!(by(&[("cookie", "wp_logged_in_abc123=u")]));
+        assert!(!by(&[("cookie", "wp_logged=u")]));
+        assert!(!bypassed(&zone(), &h(&[("cookie", "session=x")])));
     }
 
     #[test]

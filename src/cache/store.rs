@@ -293,6 +293,7 @@ mod tests {
             revalidate: true,
             status_header: None,
             lock_timeout: Duration::ZERO,
+            bypass: Vec::new(),
         })
     }
 

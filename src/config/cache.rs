@@ -2,7 +2,9 @@
 //! status, the stale window and the status header.
 
 use super::raw::{RawCache, RawRoute};
-use super::{defined, httparse_token, Action, CacheZone, ConfigError, Route, Validator};
+use super::{
+    defined, httparse_token, Action, CacheBypass, CacheZone, ConfigError, Route, Validator,
+};
 use std::time::Duration;
 
 const DEFAULT_MAX_SIZE: u64 = 64 * 1024 * 1024;
@@ -89,7 +91,42 @@ impl Validator<'_> {
                 c.lock_timeout.as_ref(),
                 DEFAULT_LOCK_TIMEOUT,
             )?,
+            bypass: c
+                .bypass
+                .iter()
+                .flatten()
+                .map(|b| self.bypass(&format!("{key}.bypass"), b))
+                .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// `"header:NAME"`, `"cookie:NAME"` or `"cookie:PREFIX*"`.
+    fn bypass(&self, key: &str, b: &str) -> Result<CacheBypass, ConfigError> {
+        let bad = || {
+            self.err(
+                key,
+                format!("{b:?} is not \"header:NAME\", \"cookie:NAME\" or \"cookie:PREFIX*\""),
+            )
+        };
+        match b.split_once(':') {
+            Some(("header", name)) if httparse_token(name) => {
+                Ok(CacheBypass::Header(name.to_ascii_lowercase()))
+            }
+            Some(("cookie", name)) => {
+                let (name, prefix) = match name.strip_suffix('*') {
+                    Some(n) => (n, true),
+                    None => (name, false),
+                };
+                if !httparse_token(name) {
+                    return Err(bad());
+                }
+                Ok(CacheBypass::Cookie {
+                    name: name.to_string(),
+                    prefix,
+                })
+            }
+            _ => Err(bad()),
+        }
     }
 
     /// The cache a route names, if any; only `upstream` routes are cached.

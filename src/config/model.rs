@@ -47,6 +47,18 @@ pub struct CacheZone {
     /// Concurrent misses for one key on a worker wait this long for the first one's answer
     /// instead of all going upstream (0: they all go).
     pub lock_timeout: Duration,
+    /// Requests carrying any of these pass by the cache: not answered from it, their responses
+    /// not stored (nginx's `proxy_cache_bypass` with `proxy_no_cache`).
+    pub bypass: Vec<CacheBypass>,
+}
+
+/// What makes a request pass by the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheBypass {
+    /// A request header (lower-case name), whatever its value.
+    Header(String),
+    /// A cookie by name, or by the start of its name when `prefix`.
+    Cookie { name: String, prefix: bool },
 }
 
 #[derive(Debug, Clone)]

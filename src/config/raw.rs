@@ -39,6 +39,7 @@ pub struct RawCache {
     pub valid: Option<BTreeMap<String, String>>,
     pub use_stale: Option<String>,
     pub revalidate: Option<bool>,
+    pub bypass: Option<Vec<String>>,
     pub status_header: Option<String>,
     pub lock_timeout: Option<String>,
 }

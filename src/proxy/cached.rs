@@ -205,6 +205,11 @@ pub(super) fn plan_request(
     key.extend(head.host.bytes().map(|b| b.to_ascii_lowercase()));
     key.extend_from_slice(head.path.as_bytes());
     let store = match cache::request_use(head.method, head.body != Body::None, head.headers) {
+        RequestUse::Lookup { .. } if cache::policy::bypassed(&c.zone, head.headers) => {
+            mark(plan, &c, "BYPASS");
+            c.key_buf = key;
+            return Step::Forward;
+        }
         RequestUse::Lookup { store } => store,
         RequestUse::Invalidate => {
             c.remove(&key);

@@ -1,6 +1,7 @@
 //! Ringway: a thread-per-core edge proxy on io_uring (load balancer, API gateway, reverse proxy).
 //! Module layout follows shared/design.md; dependencies point downward only.
 
+pub mod admin;
 pub mod alloc;
 pub mod cache;
 pub mod config;
@@ -12,5 +13,6 @@ pub mod l4;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -217,6 +217,22 @@ impl Validator<'_> {
         for (name, a) in &raw.auth {
             auth.push(self.auth_policy(name, a)?);
         }
+        let admin = match &raw.admin {
+            None => None,
+            Some(a) => {
+                let addr = self.addr("admin.bind", &a.bind)?;
+                if let Some(l) = listeners
+                    .iter()
+                    .find(|l: &&Listener| l.bind == addr && addr.port() != 0)
+                {
+                    return Err(self.err(
+                        "admin.bind",
+                        format!("{addr} is already used by listener {:?}", l.name),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         let mut caches = Vec::new();
         for (name, c) in &raw.cache {
             caches.push(self.cache_zone(name, c, runtime.workers)?);
@@ -237,6 +253,7 @@ impl Validator<'_> {
             routes,
             auth,
             caches,
+            admin,
         })
     }
 

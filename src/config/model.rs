@@ -20,6 +20,8 @@ pub struct Config {
     pub auth: Vec<AuthPolicy>,
     /// `[cache.NAME]` response caches, referred to by index from `Route::cache`.
     pub caches: Vec<CacheZone>,
+    /// Where the admin endpoint (metrics, health) listens; None: nowhere.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A response cache: each worker keeps its own share of it (see `src/cache/`).

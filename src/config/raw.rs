@@ -28,6 +28,13 @@ pub struct RawConfig {
     /// `[cache.NAME]` response caches that routes refer to.
     #[serde(default)]
     pub cache: BTreeMap<String, RawCache>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: String,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -22,6 +22,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     pub generation: AtomicU64,
     snapshot: Mutex<Snapshot>,
+    /// Each worker's counters, published on its control tick for the admin endpoint.
+    pub board: Arc<crate::telemetry::Board>,
 }
 
 /// One config generation: the validated config and its published upstream state.
@@ -58,6 +60,14 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     memory::apply(config.runtime.transparent_huge_pages);
     let workers = config.runtime.workers;
     let (sockets, bound) = listener::bind_all(&config.listeners, workers)?;
+    // A plain socket (no SO_REUSEPORT): an address another process holds is refused here.
+    let admin = match config.admin {
+        None => None,
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("{}: admin.bind: {addr}: {e}", config.source))?,
+        ),
+    };
     // Registered before workers start so that no signal finds the default (fatal) action.
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
@@ -71,6 +81,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
             config: config.clone(),
             published,
         }),
+        board: Arc::new(crate::telemetry::Board::new(workers)),
     });
     let mut handles = Vec::new();
     for (id, socks) in sockets.into_iter().enumerate() {
@@ -88,6 +99,12 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
             "ringway: listening on {addr} ({}), {workers} worker(s){tls}",
             l.name
         );
+    }
+    if let Some(l) = admin {
+        let addr = l.local_addr().map_err(|e| format!("admin listener: {e}"))?;
+        crate::admin::start(l, shared.board.clone())
+            .map_err(|e| format!("cannot start the admin endpoint: {e}"))?;
+        println!("ringway: listening on {addr} (admin), metrics and health");
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
@@ -173,7 +190,7 @@ fn reload(
             let kept = restart_only_changes(&current.config, &new, bound);
             if !kept.is_empty() {
                 eprintln!(
-                    "ringway: reload: {} changed, but listener, worker and huge-page changes need a restart; applying the rest",
+                    "ringway: reload: {} changed, but listener, admin, worker and huge-page changes need a restart; applying the rest",
                     kept.join(", ")
                 );
             }
@@ -208,6 +225,9 @@ fn restart_only_changes(old: &Config, new: &Config, bound: &[std::net::SocketAdd
         if n.tls.is_some() != o.tls.is_some() {
             changed.push(format!("listener[{i}].tls"));
         }
+    }
+    if new.admin != old.admin {
+        changed.push("admin.bind".to_string());
     }
     if new.runtime.workers != old.runtime.workers {
         changed.push("runtime.workers".to_string());
@@ -249,6 +269,12 @@ mod tests {
                 &bound
             ),
             ["runtime.transparent_huge_pages"]
+        );
+        let mut with_admin = cfg("127.0.0.1:0", "workers = 1");
+        with_admin.admin = Some("127.0.0.1:9901".parse().unwrap());
+        assert_eq!(
+            restart_only_changes(&old, &with_admin, &bound),
+            ["admin.bind"]
         );
     }
 }

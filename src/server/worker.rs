@@ -9,6 +9,7 @@ use crate::config::{ListenerTls, Protocol};
 use crate::proxy::prefetch::PrefetchOnWake;
 use crate::proxy::state::{CoreState, StateCell, WorkerCtx};
 use crate::proxy::{serve_client, serve_tls};
+use crate::telemetry::{CacheCounts, Snapshot, UpstreamCounts};
 use monoio::net::TcpListener;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -115,6 +116,7 @@ async fn worker_main(
             ));
         }
         if ticks % TRIM_EVERY == 0 {
+            shared.board.publish(id, counters(&ctx, &current.get()));
             let now = crate::deadline::coarse_ms();
             for c in &current.get().clusters {
                 c.trim(now);
@@ -137,27 +139,27 @@ async fn worker_main(
         // Deadlines keep firing while draining, or a stuck client could hold the drain open.
         ctx.watchdog.sweep();
     }
-    let state = current.get();
+    let last = counters(&ctx, &current.get());
+    shared.board.publish(id, last.clone());
     Ok(WorkerReport {
         id,
-        requests: ctx.requests.get(),
-        upstream_opened: state.clusters.iter().map(|c| c.opened()).sum(),
-        upstream_reused: state.clusters.iter().map(|c| c.reused()).sum(),
+        requests: last.requests,
+        upstream_opened: last.upstreams.iter().map(|u| u.opened).sum(),
+        upstream_reused: last.upstreams.iter().map(|u| u.reused).sum(),
         abandoned: ctx.inflight.get(),
-        cache: (!state.caches.is_empty()).then(|| {
+        cache: (!last.caches.is_empty()).then(|| {
             let mut t = [0; 6];
-            for c in &state.caches {
-                let s = &c.borrow().stats;
+            for c in &last.caches {
                 let all = [
-                    &s.hits,
-                    &s.misses,
-                    &s.revalidated,
-                    &s.stale,
-                    &s.stores,
-                    &s.evictions,
+                    c.hits,
+                    c.misses,
+                    c.revalidated,
+                    c.stale,
+                    c.stores,
+                    c.evictions,
                 ];
                 for (i, v) in all.into_iter().enumerate() {
-                    t[i] += v.get();
+                    t[i] += v;
                 }
             }
             t
@@ -225,4 +227,46 @@ async fn accept_loop(
         }
     }
     drop(listener);
+}
+
+/// This worker's counters, for the admin endpoint (`telemetry`).
+fn counters(ctx: &WorkerCtx, state: &CoreState) -> Snapshot {
+    Snapshot {
+        requests: ctx.requests.get(),
+        connections: ctx.connections.get() as u64,
+        inflight: ctx.inflight.get() as u64,
+        upstreams: state
+            .clusters
+            .iter()
+            .map(|c| UpstreamCounts {
+                name: c.cfg.name.clone(),
+                opened: c.opened(),
+                reused: c.reused(),
+            })
+            .collect(),
+        caches: state
+            .caches
+            .iter()
+            .map(|c| {
+                let c = c.borrow();
+                let s = &c.stats;
+                CacheCounts {
+                    name: c.zone.name.clone(),
+                    hits: s.hits.get(),
+                    misses: s.misses.get(),
+                    revalidated: s.revalidated.get(),
+                    stale: s.stale.get(),
+                    stores: s.stores.get(),
+                    evictions: s.evictions.get(),
+                    bytes: c.bytes(),
+                    entries: c.len() as u64,
+                }
+            })
+            .collect(),
+        routes: state
+            .gateway
+            .counters()
+            .map(|(name, c)| (name.to_string(), c.snapshot()))
+            .collect(),
+    }
 }

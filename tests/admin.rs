@@ -1,0 +1,182 @@
+//! The admin endpoint through the real binary: Prometheus metrics that count what the workers
+//! did (requests, upstream connections opened and reused, cache outcomes, gateway outcomes),
+//! health, answers to other paths and methods, and a broken `admin.bind` refused by key.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+
+fn config(up: SocketAddr) -> String {
+    format!(
+        r#"[runtime]
+workers = 2
+
+[[listener]]
+name = "main"
+bind = "127.0.0.1:0"
+
+[admin]
+bind = "127.0.0.1:0"
+
+[upstream.app]
+servers = ["{up}"]
+
+[cache.pages]
+
+[auth.keys]
+type = "api_key"
+header = "x-api-key"
+keys = [{{ name = "a", key = "key-000000000001" }}]
+
+[[route]]
+name = "members"
+match = {{ path_prefix = "/members/" }}
+auth = "keys"
+upstream = "app"
+
+[[route]]
+name = "cached"
+match = {{ path_prefix = "/cached/" }}
+upstream = "app"
+cache = "pages"
+
+[[route]]
+upstream = "app"
+"#
+    )
+}
+
+/// The sum over workers of the series `name{labels...}` whose labels include `with`.
+fn sum(metrics: &str, name: &str, with: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(with))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn scrape(admin: SocketAddr) -> RawResponse {
+    raw_exchange(admin, b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+}
+
+#[test]
+fn metrics_count_what_the_workers_did() {
+    let up = Upstream::with(|r| {
+        let reply = Reply::ok(format!("{} {}", r.method, r.path));
+        if r.path.starts_with("/cached/") {
+            reply.header("Cache-Control", "max-age=300")
+        } else {
+            reply
+        }
+    });
+    let rw = Ringway::start_n(&config(up.addr), 2, &[]);
+    let (main, admin) = (rw.addrs["main"], rw.addrs["admin"]);
+    let agent = agent();
+    for i in 0..20 {
+        let (status, _) = ureq_result(agent.get(&format!("http://{main}/plain/{i}")).call());
+        assert_eq!(status, 200);
+    }
+    for _ in 0..5 {
+        let (status, _) = ureq_result(agent.get(&format!("http://{main}/cached/x")).call());
+        assert_eq!(status, 200);
+    }
+    let (status, _) = ureq_result(agent.get(&format!("http://{main}/members/list")).call());
+    assert_eq!(status, 401);
+    // Workers publish on their control tick: wait (bounded) until the scrape shows it all.
+    let metrics = wait_for(DEADLINE, "the counters in /metrics", || {
+        let r = scrape(admin);
+        assert_eq!(r.status, 200);
+        let t = r.text();
+        (sum(&t, "ringway_requests_total", "") == 26).then_some(t)
+    });
+    let opened = sum(
+        &metrics,
+        "ringway_upstream_connections_opened_total",
+        "upstream=\"app\"",
+    );
+    let reused = sum(
+        &metrics,
+        "ringway_upstream_connections_reused_total",
+        "upstream=\"app\"",
+    );
+    // The 20 plain requests and the cache's misses (at most one per worker) reached the
+    // upstream, mostly over kept-alive connections.
+    let upstream_requests = up.count() as u64;
+    assert_eq!(opened + reused, upstream_requests, "{metrics}");
+    assert!(reused > opened, "{metrics}");
+    assert_eq!(opened, up.accepted() as u64);
+    let hits = sum(&metrics, "ringway_cache_hits_total", "cache=\"pages\"");
+    let misses = sum(&metrics, "ringway_cache_misses_total", "cache=\"pages\"");
+    assert_eq!(hits + misses, 5, "{metrics}");
+    assert_eq!(upstream_requests, 20 + misses);
+    assert!(sum(&metrics, "ringway_cache_urls", "cache=\"pages\"") >= 1);
+    assert_eq!(
+        sum(
+            &metrics,
+            "ringway_gateway_requests_total",
+            "route=\"members\",outcome=\"auth_missing\""
+        ),
+        1,
+        "{metrics}"
+    );
+    assert!(metrics.contains("# TYPE ringway_requests_total counter\n"));
+    assert!(metrics.contains("ringway_client_connections{worker=\"1\"}"));
+}
+
+#[test]
+fn health_and_other_paths() {
+    let up = Upstream::start("a");
+    let rw = Ringway::start_n(&config(up.addr), 2, &[]);
+    let admin = rw.addrs["admin"];
+    let health = raw_exchange(admin, b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    let head = raw_exchange(admin, b"HEAD /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    let missing = raw_exchange(admin, b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(missing.status, 404);
+    let post = raw_exchange(
+        admin,
+        b"POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(post.status, 405);
+    // The proxy's own listener does not serve them.
+    let r = raw_exchange(
+        rw.addrs["main"],
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    assert_eq!(r.text(), "a GET /metrics");
+}
+
+#[test]
+fn a_broken_admin_bind_is_refused() {
+    let up = Upstream::start("a");
+    let dir = TempDir::new();
+    for (bind, want) in [
+        ("nowhere", "admin.bind: invalid address"),
+        ("127.0.0.1:0x", "admin.bind"),
+    ] {
+        let text = config(up.addr).replace(
+            "[admin]\nbind = \"127.0.0.1:0\"",
+            &format!("[admin]\nbind = \"{bind}\""),
+        );
+        let path = dir.write("bad.toml", &text);
+        let (code, out) = ringway_check(&path);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    // An address another process holds: refused at start, naming the key.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = config(up.addr).replace(
+        "[admin]\nbind = \"127.0.0.1:0\"",
+        &format!("[admin]\nbind = \"{}\"", held.local_addr().unwrap()),
+    );
+    match Ringway::try_start(&text, 2, &[]) {
+        Err((status, err)) => {
+            assert!(!status.success());
+            assert!(err.contains("admin.bind"), "{err}");
+        }
+        Ok(_) => panic!("started on an address another process holds"),
+    }
+}

@@ -150,6 +150,59 @@ fn health_and_other_paths() {
 }
 
 #[test]
+fn purges_drop_one_url_or_a_whole_zone() {
+    let up = Upstream::with(|r| {
+        Reply::ok(format!("{} {}", r.method, r.path)).header("Cache-Control", "max-age=300")
+    });
+    let rw = Ringway::start_n(&config(up.addr), 2, &[]);
+    let (main, admin) = (rw.addrs["main"], rw.addrs["admin"]);
+    // One keep-alive connection, so one worker and its share of the cache.
+    let agent = agent();
+    let x_cache = |path: &str| -> String {
+        let (status, r) = ureq_result(
+            agent
+                .get(&format!("http://{main}{path}"))
+                .set("Host", "Cache.Test")
+                .call(),
+        );
+        assert_eq!(status, 200);
+        r.header("x-cache").unwrap_or("").to_string()
+    };
+    let purge = |query: &str| {
+        let req =
+            format!("POST /cache/purge?{query} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        raw_exchange(admin, req.as_bytes())
+    };
+    for path in ["/cached/a?v=1", "/cached/b"] {
+        x_cache(path);
+        assert_eq!(x_cache(path), "HIT", "{path}");
+    }
+    // One URL, as a client asks for it (the host's case does not matter).
+    let r = purge("cache=pages&url=http%3A%2F%2Fcache.test%2Fcached%2Fa%3Fv%3D1");
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert!(r.text().contains("2 worker(s)"), "{}", r.text());
+    wait_for(DEADLINE, "the purge to apply", || {
+        (x_cache("/cached/a?v=1") == "MISS").then_some(())
+    });
+    assert_eq!(x_cache("/cached/b"), "HIT", "only that URL went");
+    // The whole zone.
+    assert_eq!(purge("cache=pages").status, 202);
+    wait_for(DEADLINE, "the zone purge to apply", || {
+        (x_cache("/cached/b") == "MISS").then_some(())
+    });
+    // Refused: an unknown cache, no cache, a URL without its scheme, bad encoding.
+    assert_eq!(purge("cache=nope").status, 404);
+    assert_eq!(purge("url=http%3A%2F%2Fa%2F").status, 400);
+    assert_eq!(purge("cache=pages&url=%2Fcached%2Fb").status, 400);
+    assert_eq!(purge("cache=pages&url=%zz").status, 400);
+    let get = raw_exchange(
+        admin,
+        b"GET /cache/purge?cache=pages HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    assert_eq!(get.status, 404, "a purge is a POST");
+}
+
+#[test]
 fn a_broken_admin_bind_is_refused() {
     let up = Upstream::start("a");
     let dir = TempDir::new();

@@ -10,6 +10,18 @@ pub use lock::{LockGuard, Pending};
 pub use policy::{request_use, storable, RequestUse, Storable};
 pub use store::{Cache, Entry, Freshness, Lookup};
 
+/// Writes a request's cache key: the route's name, then `scheme://host/target` with the host
+/// lower-cased. One place, for the lookup and for a purge to agree.
+pub fn write_key(out: &mut Vec<u8>, route: &str, scheme: &str, host: &str, target: &str) {
+    out.clear();
+    out.extend_from_slice(route.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(scheme.as_bytes());
+    out.extend_from_slice(b"://");
+    out.extend(host.bytes().map(|b| b.to_ascii_lowercase()));
+    out.extend_from_slice(target.as_bytes());
+}
+
 /// The cache's clock, in seconds: the worker's coarse clock, good to a sweep period.
 pub fn now_s() -> u64 {
     crate::deadline::coarse_ms() / 1000

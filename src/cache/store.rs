@@ -268,11 +268,21 @@ impl Cache {
         stored
     }
 
-    /// Drops everything stored for `key`.
-    pub fn remove(&mut self, key: &[u8]) {
-        if let Some(slot) = self.map.pop(key) {
-            self.bytes -= slot.bytes;
+    /// Drops everything stored for `key`; true if there was something.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        match self.map.pop(key) {
+            Some(slot) => {
+                self.bytes -= slot.bytes;
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
     }
 }
 

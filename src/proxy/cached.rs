@@ -198,12 +198,13 @@ pub(super) fn plan_request(
     // two routes that share a zone and tell requests for one URL apart (by a header, a method)
     // may send them to different upstreams, and one's answer must not serve the other.
     let mut key = std::mem::take(&mut c.key_buf);
-    key.clear();
-    key.extend_from_slice(state.config.routes[plan.route].name.as_bytes());
-    key.push(b' ');
-    key.extend_from_slice(if tls { b"https://" } else { b"http://" });
-    key.extend(head.host.bytes().map(|b| b.to_ascii_lowercase()));
-    key.extend_from_slice(head.path.as_bytes());
+    cache::write_key(
+        &mut key,
+        &state.config.routes[plan.route].name,
+        if tls { "https" } else { "http" },
+        head.host,
+        head.path,
+    );
     let store = match cache::request_use(head.method, head.body != Body::None, head.headers) {
         RequestUse::Lookup { .. } if cache::policy::bypassed(&c.zone, head.headers) => {
             mark(plan, &c, "BYPASS");

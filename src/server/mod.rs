@@ -83,6 +83,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         }),
         board: Arc::new(crate::telemetry::Board::new(workers)),
     });
+    shared.board.set_caches(cache_names(&config));
     let mut handles = Vec::new();
     for (id, socks) in sockets.into_iter().enumerate() {
         let cpu = config.runtime.cpus.get(id).copied();
@@ -194,6 +195,7 @@ fn reload(
                     kept.join(", ")
                 );
             }
+            shared.board.set_caches(cache_names(&new));
             let published = Published::build(&new, Some(&current.published));
             let probes = Probes::start(&new, &published);
             shared.publish(Snapshot {
@@ -208,6 +210,10 @@ fn reload(
             None
         }
     }
+}
+
+fn cache_names(c: &Config) -> Vec<String> {
+    c.caches.iter().map(|z| z.name.clone()).collect()
 }
 
 /// The keys whose change a reload cannot apply (the running process keeps the old value), by

@@ -9,7 +9,7 @@ use crate::config::{ListenerTls, Protocol};
 use crate::proxy::prefetch::PrefetchOnWake;
 use crate::proxy::state::{CoreState, StateCell, WorkerCtx};
 use crate::proxy::{serve_client, serve_tls};
-use crate::telemetry::{CacheCounts, Snapshot, UpstreamCounts};
+use crate::telemetry::{CacheCounts, Purge, Snapshot, UpstreamCounts};
 use monoio::net::TcpListener;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -102,6 +102,9 @@ async fn worker_main(
         monoio::time::sleep(TICK).await;
         ticks += 1;
         ctx.watchdog.sweep();
+        for p in shared.board.take_purges(id) {
+            purge(&current.get(), &p);
+        }
         let g = shared.generation.load(Ordering::Acquire);
         if g != generation {
             generation = g;
@@ -268,5 +271,27 @@ fn counters(ctx: &WorkerCtx, state: &CoreState) -> Snapshot {
             .counters()
             .map(|(name, c)| (name.to_string(), c.snapshot()))
             .collect(),
+    }
+}
+
+/// Applies a purge to this worker's share of the cache: a whole zone, or one URL as every
+/// route that caches in the zone keys it (the route's name leads the key).
+fn purge(state: &CoreState, p: &Purge) {
+    let Some(zone) = state.config.caches.iter().position(|z| z.name == p.cache) else {
+        return;
+    };
+    let mut cache = state.caches[zone].borrow_mut();
+    let Some(url) = &p.url else {
+        cache.clear();
+        return;
+    };
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (host, target) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let target = if target.is_empty() { "/" } else { target };
+    let scheme = scheme.to_ascii_lowercase();
+    let mut key = Vec::new();
+    for route in state.config.routes.iter().filter(|r| r.cache == Some(zone)) {
+        crate::cache::write_key(&mut key, &route.name, &scheme, host, target);
+        cache.remove(&key);
     }
 }

@@ -3,6 +3,7 @@
 //! sums nothing on the request path and renders the slots as Prometheus text.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// One worker's counters as of its last publish.
@@ -37,16 +38,72 @@ pub struct CacheCounts {
     pub entries: u64,
 }
 
+/// A cache purge asked of every worker (each holds its own share of the cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purge {
+    pub cache: String,
+    /// `scheme://host/target` as a client asked for it; None purges the whole zone.
+    pub url: Option<String>,
+}
+
 /// The workers' slots. A slot's mutex is taken by its worker every 250 ms and by a scrape:
-/// never on the request path.
+/// never on the request path. Purges wait in a queue per worker, which the worker drains on
+/// its 25 ms tick (a flag spares it the lock while there are none).
 pub struct Board {
+    /// The cache zones of the config in force (set at start and on every reload).
+    caches: Mutex<Vec<String>>,
     slots: Vec<Mutex<Snapshot>>,
+    purges: Vec<Mutex<Vec<Purge>>>,
+    purge_pending: Vec<AtomicBool>,
 }
 
 impl Board {
     pub fn new(workers: usize) -> Self {
         Self {
+            caches: Mutex::default(),
             slots: (0..workers).map(|_| Mutex::default()).collect(),
+            purges: (0..workers).map(|_| Mutex::default()).collect(),
+            purge_pending: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    pub fn set_caches(&self, names: Vec<String>) {
+        match self.caches.lock() {
+            Ok(mut g) => *g = names,
+            Err(poisoned) => *poisoned.into_inner() = names,
+        }
+    }
+
+    pub fn has_cache(&self, name: &str) -> bool {
+        match self.caches.lock() {
+            Ok(g) => g.iter().any(|n| n == name),
+            Err(poisoned) => poisoned.into_inner().iter().any(|n| n == name),
+        }
+    }
+
+    /// Queues `p` for every worker; returns how many.
+    pub fn purge(&self, p: Purge) -> usize {
+        for (q, flag) in self.purges.iter().zip(&self.purge_pending) {
+            match q.lock() {
+                Ok(mut g) => g.push(p.clone()),
+                Err(poisoned) => poisoned.into_inner().push(p.clone()),
+            }
+            flag.store(true, Ordering::Release);
+        }
+        self.purges.len()
+    }
+
+    /// The purges queued for `worker` since it last asked.
+    pub fn take_purges(&self, worker: usize) -> Vec<Purge> {
+        let Some(flag) = self.purge_pending.get(worker) else {
+            return Vec::new();
+        };
+        if !flag.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        match self.purges[worker].lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
     }
 

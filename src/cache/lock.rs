@@ -85,7 +85,9 @@ pub enum Collapse {
 }
 
 pub fn collapse(cache: &Rc<RefCell<Cache>>, c: &mut Cache, key: &[u8]) -> Collapse {
-    if let Some(p) = c.pending.get(key) {
+    // A finished fetch whose guard could not take itself out of the map (the cache was
+    // borrowed when it let go) is no fetch to wait for: this request takes its place.
+    if let Some(p) = c.pending.get(key).filter(|p| !p.done.get()) {
         return Collapse::Wait(p.clone());
     }
     let pending = Rc::new(Pending::default());
@@ -96,4 +98,43 @@ pub fn collapse(cache: &Rc<RefCell<Cache>>, c: &mut Cache, key: &[u8]) -> Collap
         pending,
         released: Cell::new(false),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch(cache: &Rc<RefCell<Cache>>) -> Collapse {
+        collapse(cache, &mut cache.borrow_mut(), b"k")
+    }
+
+    #[test]
+    fn one_fetch_at_a_time_and_the_next_after_it() {
+        let cache = Rc::new(RefCell::new(Cache::new(crate::cache::test_zone(1 << 20))));
+        let Collapse::Fetch(guard) = fetch(&cache) else {
+            panic!("the first miss fetches");
+        };
+        let Collapse::Wait(pending) = fetch(&cache) else {
+            panic!("the second waits");
+        };
+        assert!(!pending.done.get());
+        drop(guard);
+        assert!(pending.done.get(), "the drop lets the waiter go");
+        assert!(matches!(fetch(&cache), Collapse::Fetch(_)));
+    }
+
+    /// A guard let go while the cache is borrowed cannot take its key out of the map; the
+    /// key must not stay locked for good.
+    #[test]
+    fn a_fetch_released_under_a_borrow_does_not_lock_its_key_for_good() {
+        let cache = Rc::new(RefCell::new(Cache::new(crate::cache::test_zone(1 << 20))));
+        let Collapse::Fetch(guard) = fetch(&cache) else {
+            panic!("the first miss fetches");
+        };
+        {
+            let _held = cache.borrow_mut();
+            guard.release();
+        }
+        assert!(matches!(fetch(&cache), Collapse::Fetch(_)));
+    }
 }

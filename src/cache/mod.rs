@@ -22,6 +22,24 @@ pub fn write_key(out: &mut Vec<u8>, route: &str, scheme: &str, host: &str, targe
     out.extend_from_slice(target.as_bytes());
 }
 
+/// A zone of `max` bytes with every other setting off, for unit tests.
+#[cfg(test)]
+pub fn test_zone(max: u64) -> crate::config::CacheZone {
+    crate::config::CacheZone {
+        name: "t".into(),
+        max_size: max,
+        max_size_per_worker: max,
+        max_entry_size: max,
+        valid: Vec::new(),
+        valid_any: None,
+        use_stale: std::time::Duration::ZERO,
+        revalidate: true,
+        status_header: None,
+        lock_timeout: std::time::Duration::ZERO,
+        bypass: Vec::new(),
+    }
+}
+
 /// The cache's clock, in seconds: the worker's coarse clock, good to a sweep period.
 pub fn now_s() -> u64 {
     crate::deadline::coarse_ms() / 1000

@@ -230,20 +230,11 @@ mod tests {
 
     fn zone() -> CacheZone {
         CacheZone {
-            name: "t".into(),
-            max_size: 1 << 20,
-            max_size_per_worker: 1 << 20,
-            max_entry_size: 1 << 16,
             valid: vec![
                 (200, Duration::from_secs(60)),
                 (404, Duration::from_secs(5)),
             ],
-            valid_any: None,
-            use_stale: Duration::ZERO,
-            revalidate: true,
-            status_header: None,
-            lock_timeout: Duration::ZERO,
-            bypass: Vec::new(),
+            ..crate::cache::test_zone(1 << 20)
         }
     }
 

@@ -289,22 +289,9 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn cache(max: u64) -> Cache {
-        Cache::new(CacheZone {
-            name: "t".into(),
-            max_size: max,
-            max_size_per_worker: max,
-            max_entry_size: max,
-            valid: Vec::new(),
-            valid_any: None,
-            use_stale: Duration::ZERO,
-            revalidate: true,
-            status_header: None,
-            lock_timeout: Duration::ZERO,
-            bypass: Vec::new(),
-        })
+        Cache::new(crate::cache::test_zone(max))
     }
 
     fn entry(body: &str, vary: &[(&str, &str)], lifetime: u64, stale: u64) -> Entry {

@@ -632,6 +632,14 @@ impl CacheCtx {
     /// The upstream's 304 validated the expired entry: it is fresh again (for as long as the
     /// 304 says, or as long as it was), and answers this request.
     fn refresh(&self, e: &Rc<Entry>, head: &ResponseHead<'_>) {
+        self.refresh_entry(e, head);
+        // After the borrow above has ended, so the lock can take its key out of the map.
+        if let Some(lock) = &self.lock {
+            lock.release();
+        }
+    }
+
+    fn refresh_entry(&self, e: &Rc<Entry>, head: &ResponseHead<'_>) {
         let mut c = self.cache.borrow_mut();
         let fresh = cache::policy::revalidated(
             &c.zone,
@@ -652,9 +660,6 @@ impl CacheCtx {
         };
         crate::cache::store::Stats::bump(&c.stats.revalidated);
         *self.store_plan.borrow_mut() = Some(Stored::Revalidated(entry));
-        if let Some(lock) = &self.lock {
-            lock.release();
-        }
     }
 
     /// What `plan_store` decided for the response head just read.

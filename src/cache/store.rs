@@ -4,6 +4,7 @@
 use super::policy::header_values;
 use super::Pending;
 use crate::config::CacheZone;
+use crate::telemetry::bump;
 use bytes::Bytes;
 use httparse::Header;
 use lru::LruCache;
@@ -165,12 +166,6 @@ pub struct Stats {
     pub evictions: Cell<u64>,
 }
 
-impl Stats {
-    pub fn bump(c: &Cell<u64>) {
-        c.set(c.get() + 1);
-    }
-}
-
 pub enum Lookup {
     Fresh(Rc<Entry>),
     /// Expired; kept to answer if the upstream fails (`StaleUsable`) or only to say EXPIRED.
@@ -257,13 +252,13 @@ impl Cache {
             );
         }
         self.bytes += cost;
-        Stats::bump(&self.stats.stores);
+        bump(&self.stats.stores);
         while self.bytes > self.zone.max_size_per_worker {
             let Some((_, slot)) = self.map.pop_lru() else {
                 break;
             };
             self.bytes -= slot.bytes;
-            Stats::bump(&self.stats.evictions);
+            bump(&self.stats.evictions);
         }
         stored
     }

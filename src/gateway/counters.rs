@@ -1,5 +1,5 @@
-//! Per-route, per-core filter counters: plain `Cell`s on the worker, summed over workers only
-//! when the metrics endpoint (a later issue) scrapes them, so counting costs no atomic.
+//! Per-route, per-core filter counters: plain `Cell`s on the worker, published on the
+//! worker's tick for the admin endpoint (`telemetry`), so counting costs no atomic.
 
 use std::cell::Cell;
 
@@ -57,10 +57,7 @@ pub struct FilterCounters {
     pub part_timeouts: Cell<u64>,
 }
 
-#[inline]
-pub fn bump(c: &Cell<u64>) {
-    c.set(c.get() + 1);
-}
+pub use crate::telemetry::bump;
 
 impl FilterCounters {
     pub fn reject(&self, why: Reject) {

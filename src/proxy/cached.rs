@@ -17,6 +17,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::fmt::push_dec;
 use crate::http::request::{Body, RequestHead, Version};
 use crate::http::response::{self, ResponseHead};
+use crate::telemetry::bump;
 use crate::upstream::UpstreamConn;
 use bytes::Bytes;
 use monoio::io::AsyncWriteRentExt;
@@ -227,7 +228,7 @@ pub(super) fn plan_request(
     let now = cache::now_s();
     let stale = match c.lookup(&key, head.headers, now) {
         Lookup::Fresh(entry) => {
-            crate::cache::store::Stats::bump(&c.stats.hits);
+            bump(&c.stats.hits);
             c.key_buf = key;
             let not_modified = not_modified(head, &entry);
             plan.cache = CacheSlot(Some(Box::new(CacheUse::Hit {
@@ -240,7 +241,7 @@ pub(super) fn plan_request(
         Lookup::Expired(e) => Some(e),
         Lookup::Miss => None,
     };
-    crate::cache::store::Stats::bump(&c.stats.misses);
+    bump(&c.stats.misses);
     let (mut wait, mut lock) = (None, None);
     if store && !c.zone.lock_timeout.is_zero() {
         match collapse(cache_rc, &mut c, &key) {
@@ -508,7 +509,7 @@ impl CacheCtx {
             let mut c = self.cache.borrow_mut();
             match c.lookup(&self.key, request, cache::now_s()) {
                 Lookup::Fresh(e) => {
-                    crate::cache::store::Stats::bump(&c.stats.hits);
+                    bump(&c.stats.hits);
                     e
                 }
                 _ => return None,
@@ -532,7 +533,7 @@ impl CacheCtx {
         status: u16,
     ) -> Option<Next> {
         let entry = self.stale.as_ref().filter(|_| stale_covers(status))?;
-        crate::cache::store::Stats::bump(&self.cache.borrow().stats.stale);
+        bump(&self.cache.borrow().stats.stale);
         Some(
             self.answer_from(state, client, cw, out, plan, entry, "STALE")
                 .await,
@@ -658,7 +659,7 @@ impl CacheCtx {
                 Rc::new(e.refreshed(cache::now_s(), 0, 0))
             }
         };
-        crate::cache::store::Stats::bump(&c.stats.revalidated);
+        bump(&c.stats.revalidated);
         *self.store_plan.borrow_mut() = Some(Stored::Revalidated(entry));
     }
 

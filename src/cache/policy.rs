@@ -2,6 +2,7 @@
 //! which requests may be answered from the cache, which responses may be stored, and for how
 //! long they stay fresh.
 
+use super::Entry;
 use crate::config::{CacheBypass, CacheZone};
 use crate::http::headers::name_is;
 use httparse::Header;
@@ -44,6 +45,39 @@ pub fn bypassed(zone: &CacheZone, headers: &[Header<'_>]) -> bool {
                 false => n == name.as_bytes(),
             }),
     })
+}
+
+/// Whether the client's validators match the stored entry (RFC 9110 §13.1.1-2), so a 304
+/// answers: `If-None-Match` by weak comparison, else `If-Modified-Since` against
+/// `Last-Modified`.
+pub fn not_modified(request: &[Header<'_>], e: &Entry) -> bool {
+    if let Some(inm) = header_values(request, b"if-none-match").next() {
+        let Some(etag) = e.header(b"etag") else {
+            return false;
+        };
+        fn weak(t: &[u8]) -> &[u8] {
+            let t = t.trim_ascii();
+            t.strip_prefix(b"W/").unwrap_or(t)
+        }
+        let inm = inm.trim_ascii();
+        return inm == b"*" || inm.split(|b| *b == b',').any(|t| weak(t) == weak(etag));
+    }
+    // Most requests carry no validator: the stored head is only searched for one that does.
+    let Some(since) = header_values(request, b"if-modified-since").next() else {
+        return false;
+    };
+    match (
+        http_date(since),
+        e.header(b"last-modified").and_then(http_date),
+    ) {
+        (Some(since), Some(modified)) => modified <= since,
+        _ => false,
+    }
+}
+
+/// An HTTP-date field value (RFC 9110 §5.6.7), any of its three forms.
+pub fn http_date(v: &[u8]) -> Option<SystemTime> {
+    httpdate::parse_http_date(std::str::from_utf8(v).ok()?.trim()).ok()
 }
 
 /// Why a response is kept, and for how long it is fresh.
@@ -167,11 +201,10 @@ fn heuristic(zone: &CacheZone, status: u16) -> Option<u64> {
 /// `Expires` minus `Date` (or now, without a usable Date); an invalid date means already
 /// expired (RFC 9111 §5.3).
 fn expires_lifetime(expires: &[u8], date: Option<&[u8]>) -> u64 {
-    let parse = |v: &[u8]| httpdate::parse_http_date(std::str::from_utf8(v).ok()?.trim()).ok();
-    let Some(expires) = parse(expires) else {
+    let Some(expires) = http_date(expires) else {
         return 0;
     };
-    let base = date.and_then(parse).unwrap_or_else(SystemTime::now);
+    let base = date.and_then(http_date).unwrap_or_else(SystemTime::now);
     expires
         .duration_since(base)
         .map(|d| d.as_secs())

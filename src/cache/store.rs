@@ -231,14 +231,16 @@ impl Cache {
         }
         let stored = entry.clone();
         if let Some(slot) = self.map.get_mut(key) {
-            if let Some(i) = slot.variants.iter().position(|e| e.same_variant(&entry)) {
-                let old = slot.variants.remove(i);
-                slot.bytes -= old.cost(key);
-                self.bytes -= old.cost(key);
-            } else if slot.variants.len() >= MAX_VARIANTS {
-                let old = slot.variants.remove(0);
-                slot.bytes -= old.cost(key);
-                self.bytes -= old.cost(key);
+            // The variant it replaces, else the oldest when the key holds all it may.
+            let replaced = slot
+                .variants
+                .iter()
+                .position(|e| e.same_variant(&entry))
+                .or((slot.variants.len() >= MAX_VARIANTS).then_some(0));
+            if let Some(i) = replaced {
+                let freed = slot.variants.remove(i).cost(key);
+                slot.bytes -= freed;
+                self.bytes -= freed;
             }
             slot.variants.push(entry);
             slot.bytes += cost;
@@ -263,14 +265,10 @@ impl Cache {
         stored
     }
 
-    /// Drops everything stored for `key`; true if there was something.
-    pub fn remove(&mut self, key: &[u8]) -> bool {
-        match self.map.pop(key) {
-            Some(slot) => {
-                self.bytes -= slot.bytes;
-                true
-            }
-            None => false,
+    /// Drops everything stored for `key`.
+    pub fn remove(&mut self, key: &[u8]) {
+        if let Some(slot) = self.map.pop(key) {
+            self.bytes -= slot.bytes;
         }
     }
 

@@ -43,7 +43,8 @@ enum CacheUse {
         entry: Rc<Entry>,
         not_modified: bool,
     },
-    Upstream(CacheCtx),
+    /// Boxed on its own: a hit's slot, allocated on every hit, stays a few words.
+    Upstream(Box<CacheCtx>),
 }
 
 impl CacheSlot {
@@ -140,7 +141,7 @@ fn adjust(plan: &mut Plan, out: &mut Vec<u8>) {
 
 /// What a request on a cached route carries through its exchange when it goes upstream.
 pub struct CacheCtx {
-    pub cache: Rc<RefCell<Cache>>,
+    cache: Rc<RefCell<Cache>>,
     key: Box<[u8]>,
     /// A GET whose response may be stored.
     store: bool,
@@ -150,8 +151,9 @@ pub struct CacheCtx {
     request: Box<[u8]>,
     /// The expired entry, kept to answer if the upstream fails within `use_stale`.
     stale: Option<Rc<Entry>>,
-    /// Bytes of the route's own lines in `response_edits.extra`; the status header follows.
-    own_extra: usize,
+    /// Bytes of the route's own lines in `response_edits.extra`, when the status header
+    /// follows them.
+    own_extra: Option<usize>,
     /// Another request is fetching this key: wait for its answer first.
     wait: Option<Rc<Pending>>,
     /// This request fetches the key for the others waiting on it.
@@ -206,31 +208,37 @@ pub(super) fn plan_request(
         head.host,
         head.path,
     );
+    let step = plan_with_key(cache_rc, &mut c, &key, head, plan);
+    c.key_buf = key;
+    step
+}
+
+fn plan_with_key(
+    cache_rc: &Rc<RefCell<Cache>>,
+    c: &mut Cache,
+    key: &[u8],
+    head: &RequestHead<'_>,
+    plan: &mut Plan,
+) -> Step {
     let store = match cache::request_use(head.method, head.body != Body::None, head.headers) {
-        RequestUse::Lookup { .. } if cache::policy::bypassed(&c.zone, head.headers) => {
-            mark(plan, &c, "BYPASS");
-            c.key_buf = key;
-            return Step::Forward;
+        RequestUse::Lookup { store } if !cache::policy::bypassed(&c.zone, head.headers) => {
+            Some(store)
         }
-        RequestUse::Lookup { store } => store,
         RequestUse::Invalidate => {
-            c.remove(&key);
-            mark(plan, &c, "BYPASS");
-            c.key_buf = key;
-            return Step::Forward;
+            c.remove(key);
+            None
         }
-        RequestUse::Bypass => {
-            mark(plan, &c, "BYPASS");
-            c.key_buf = key;
-            return Step::Forward;
-        }
+        RequestUse::Lookup { .. } | RequestUse::Bypass => None,
+    };
+    let Some(store) = store else {
+        mark(plan, c, "BYPASS");
+        return Step::Forward;
     };
     let now = cache::now_s();
-    let stale = match c.lookup(&key, head.headers, now) {
+    let stale = match c.lookup(key, head.headers, now) {
         Lookup::Fresh(entry) => {
             bump(&c.stats.hits);
-            c.key_buf = key;
-            let not_modified = not_modified(head, &entry);
+            let not_modified = cache::policy::not_modified(head.headers, &entry);
             plan.cache = CacheSlot(Some(Box::new(CacheUse::Hit {
                 entry,
                 not_modified,
@@ -244,12 +252,12 @@ pub(super) fn plan_request(
     bump(&c.stats.misses);
     let (mut wait, mut lock) = (None, None);
     if store && !c.zone.lock_timeout.is_zero() {
-        match collapse(cache_rc, &mut c, &key) {
+        match collapse(cache_rc, c, key) {
             Collapse::Wait(p) => wait = Some(p),
             Collapse::Fetch(g) => lock = Some(g),
         }
     }
-    let own_extra = mark(plan, &c, if stale.is_some() { "EXPIRED" } else { "MISS" });
+    let own_extra = mark(plan, c, if stale.is_some() { "EXPIRED" } else { "MISS" });
     // Validators of our own only when the client sent none: its own go up as they are, and
     // the upstream's 304 to them is the client's.
     let client_validates = [&b"if-none-match"[..], b"if-modified-since"]
@@ -269,14 +277,13 @@ pub(super) fn plan_request(
     } else {
         Step::Forward
     };
-    plan.cache = CacheSlot(Some(Box::new(CacheUse::Upstream(CacheCtx {
+    plan.cache = CacheSlot(Some(Box::new(CacheUse::Upstream(Box::new(CacheCtx {
         cache: cache_rc.clone(),
-        key: key.as_slice().into(),
+        key: key.into(),
         store,
-        authorized: head
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("authorization")),
+        authorized: cache::policy::header_values(head.headers, b"authorization")
+            .next()
+            .is_some(),
         request: head.raw.into(),
         stale: stale.filter(|e| e.freshness(now) == Freshness::StaleUsable),
         own_extra,
@@ -284,17 +291,14 @@ pub(super) fn plan_request(
         lock,
         revalidating,
         store_plan: RefCell::new(None),
-    }))));
-    c.key_buf = key;
+    })))));
     step
 }
 
 /// Adds the status header to the response edits of a request going upstream; returns how
-/// many bytes of `extra` were the route's own.
-fn mark(plan: &mut Plan, c: &Cache, word: &str) -> usize {
-    let Some(name) = &c.zone.status_header else {
-        return plan.response_edits.as_ref().map_or(0, |e| e.extra.len());
-    };
+/// many bytes of `extra` were the route's own (None: the zone sends no status header).
+fn mark(plan: &mut Plan, c: &Cache, word: &str) -> Option<usize> {
+    let name = c.zone.status_header.as_ref()?;
     let edits = plan.response_edits.get_or_insert_with(|| {
         Box::new(ResponseEdits {
             drop: Rc::new([]),
@@ -303,7 +307,7 @@ fn mark(plan: &mut Plan, c: &Cache, word: &str) -> usize {
     });
     let own = edits.extra.len();
     push_line(&mut edits.extra, name.as_bytes(), word.as_bytes());
-    own
+    Some(own)
 }
 
 fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -311,32 +315,6 @@ fn push_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Whether the client's validators match the entry (RFC 9110 §13.1): `If-None-Match` by weak
-/// comparison, else `If-Modified-Since` against `Last-Modified`.
-fn not_modified(head: &RequestHead<'_>, e: &Entry) -> bool {
-    let field = |lower: &'static [u8]| cache::policy::header_values(head.headers, lower).next();
-    if let Some(inm) = field(b"if-none-match") {
-        let Some(etag) = e.header(b"etag") else {
-            return false;
-        };
-        fn weak(t: &[u8]) -> &[u8] {
-            let t = t.trim_ascii();
-            t.strip_prefix(b"W/").unwrap_or(t)
-        }
-        let inm = inm.trim_ascii();
-        return inm == b"*" || inm.split(|b| *b == b',').any(|t| weak(t) == weak(etag));
-    }
-    // Most requests carry no validator: the stored head is only searched for one that does.
-    let Some(since) = field(b"if-modified-since") else {
-        return false;
-    };
-    let date = |v: &[u8]| httpdate::parse_http_date(std::str::from_utf8(v).ok()?.trim()).ok();
-    match (date(since), e.header(b"last-modified").and_then(date)) {
-        (Some(since), Some(modified)) => modified <= since,
-        _ => false,
-    }
 }
 
 /// Answers a planned hit.
@@ -569,14 +547,11 @@ impl CacheCtx {
     /// The route's own response edits without the status line `mark` added (`None` when there
     /// was nothing to cut).
     fn own_edits(&self, plan: &Plan) -> Option<ResponseEdits> {
-        let name = self.cache.borrow().zone.status_header.is_some();
-        plan.response_edits
-            .as_deref()
-            .filter(|_| name)
-            .map(|e| ResponseEdits {
-                drop: e.drop.clone(),
-                extra: e.extra[..self.own_extra].to_vec(),
-            })
+        let own = self.own_extra?;
+        plan.response_edits.as_deref().map(|e| ResponseEdits {
+            drop: e.drop.clone(),
+            extra: e.extra[..own].to_vec(),
+        })
     }
 
     /// Whether a response with this head is stored, and how (`take_store_plan`): decided while
@@ -671,6 +646,8 @@ impl CacheCtx {
     /// Reads the whole body into `ubuf` (behind `offset` bytes of head) when it fits the zone's
     /// entry size, and stores the response; the body stays in `ubuf` for the client. Any
     /// failure just leaves the response unstored: the relay after it meets the failure itself.
+    /// A chunked body is decoded under the same extension and trailer limits as the relay's.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn fill_and_store(
         &self,
         plan: StorePlan,
@@ -679,6 +656,7 @@ impl CacheCtx {
         offset: usize,
         body: Body,
         timeout: Duration,
+        http: &crate::config::Http,
     ) {
         let max = self.cache.borrow().zone.max_entry_size as usize;
         let body = match body {
@@ -695,7 +673,7 @@ impl CacheCtx {
             Body::Chunked => {
                 // Room for the framing of a body of `max` bytes in small chunks.
                 let limit = offset + max + max / 4 + 16 * 1024;
-                let mut dec = ChunkedDecoder::new(4096, 16 * 1024);
+                let mut dec = ChunkedDecoder::new(http.max_chunk_extension, http.max_trailer_size);
                 let mut decoded = Vec::new();
                 let mut at = offset;
                 loop {
@@ -719,9 +697,9 @@ impl CacheCtx {
         };
         let mut head = plan.head;
         if plan.status != 204 {
-            let mut n = Vec::with_capacity(20);
-            push_dec(&mut n, body.len() as u64);
-            push_line(&mut head, b"content-length", &n);
+            head.extend_from_slice(b"content-length: ");
+            push_dec(&mut head, body.len() as u64);
+            head.extend_from_slice(b"\r\n");
         }
         head.extend_from_slice(b"\r\n");
         let vary = {

@@ -431,6 +431,7 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                                     at,
                                     resp.body,
                                     cfg.body_timeout,
+                                    &state.config.http,
                                 );
                                 Box::pin(fill).await;
                             }

@@ -219,6 +219,23 @@ fn a_broken_admin_bind_is_refused() {
         assert_eq!(code, Some(1), "{out}");
         assert!(out.contains(want), "{want}: {out}");
     }
+    // The address of one of its own listeners (checked only: nothing binds it).
+    let text = config(up.addr)
+        .replace(
+            "name = \"main\"\nbind = \"127.0.0.1:0\"",
+            "name = \"main\"\nbind = \"127.0.0.1:9\"",
+        )
+        .replace(
+            "[admin]\nbind = \"127.0.0.1:0\"",
+            "[admin]\nbind = \"127.0.0.1:9\"",
+        );
+    let path = dir.write("same.toml", &text);
+    let (code, out) = ringway_check(&path);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("admin.bind: 127.0.0.1:9 is already used by listener \"main\""),
+        "{out}"
+    );
     // An address another process holds: refused at start, naming the key.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let text = config(up.addr).replace(

@@ -144,6 +144,26 @@ impl Validator<'_> {
             .ok_or_else(|| self.err(key, format!("address {s:?} resolved to nothing")))
     }
 
+    /// An address no listener so far binds (port 0 may repeat: each gets its own port).
+    fn unused_addr(
+        &self,
+        key: &str,
+        s: &str,
+        listeners: &[Listener],
+    ) -> Result<SocketAddr, ConfigError> {
+        let addr = self.addr(key, s)?;
+        match listeners
+            .iter()
+            .find(|l| l.bind == addr && addr.port() != 0)
+        {
+            Some(l) => Err(self.err(
+                key,
+                format!("{addr} is already used by listener {:?}", l.name),
+            )),
+            None => Ok(addr),
+        }
+    }
+
     fn config(&self, raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         let runtime = self.runtime(&raw.runtime)?;
         let http = self.http(&raw.http)?;
@@ -159,17 +179,9 @@ impl Validator<'_> {
         }
         let mut listeners = Vec::new();
         for (i, l) in raw.listeners.iter().enumerate() {
-            let bind = self.addr(&format!("listener[{i}].bind"), &l.bind)?;
+            let key = format!("listener[{i}].bind");
+            let bind = self.unused_addr(&key, &l.bind, &listeners)?;
             let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
-            if let Some(prev) = listeners
-                .iter()
-                .find(|p: &&Listener| p.bind == bind && bind.port() != 0)
-            {
-                return Err(self.err(
-                    format!("listener[{i}].bind"),
-                    format!("{bind} is already used by listener {:?}", prev.name),
-                ));
-            }
             let protocol = match (l.protocol.as_deref(), &l.upstream) {
                 (None | Some("http"), None) => Protocol::Http,
                 (None | Some("http"), Some(_)) => {
@@ -219,19 +231,7 @@ impl Validator<'_> {
         }
         let admin = match &raw.admin {
             None => None,
-            Some(a) => {
-                let addr = self.addr("admin.bind", &a.bind)?;
-                if let Some(l) = listeners
-                    .iter()
-                    .find(|l: &&Listener| l.bind == addr && addr.port() != 0)
-                {
-                    return Err(self.err(
-                        "admin.bind",
-                        format!("{addr} is already used by listener {:?}", l.name),
-                    ));
-                }
-                Some(addr)
-            }
+            Some(a) => Some(self.unused_addr("admin.bind", &a.bind, &listeners)?),
         };
         let mut caches = Vec::new();
         for (name, c) in &raw.cache {

@@ -104,7 +104,9 @@ impl Board {
         let Some(flag) = self.purge_pending.get(worker) else {
             return Vec::new();
         };
-        if !flag.swap(false, Ordering::AcqRel) {
+        // A plain load first: the worker asks every 25 ms, and a swap would write the line
+        // the admin thread sets each time.
+        if !flag.load(Ordering::Relaxed) || !flag.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
         match self.purges[worker].lock() {

@@ -149,47 +149,81 @@ fn health_and_other_paths() {
     assert_eq!(r.text(), "a GET /metrics");
 }
 
+/// A keep-alive client connection, so every request on it reaches the same worker.
+struct Conn(std::io::BufReader<std::net::TcpStream>);
+
+impl Conn {
+    fn get(&mut self, path: &str) -> RawResponse {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: Cache.Test\r\n\r\n");
+        std::io::Write::write_all(self.0.get_mut(), req.as_bytes()).unwrap();
+        let r = read_response(&mut self.0, false).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        r
+    }
+
+    fn x_cache(&mut self, path: &str) -> String {
+        self.get(path).header("x-cache").unwrap_or("").to_string()
+    }
+}
+
+/// One connection to each of the two workers: a worker's id ends the 8-digit prefix of the
+/// request ids it makes, which the upstream sees.
+fn one_per_worker(main: SocketAddr, up: &Upstream) -> [Conn; 2] {
+    let mut found: [Option<Conn>; 2] = [None, None];
+    for i in 0..200 {
+        let mut c = Conn(std::io::BufReader::new(connect(main)));
+        let path = format!("/whoami/{i}");
+        c.get(&path);
+        let rec = up.requests().into_iter().find(|r| r.path == path).unwrap();
+        let id = rec.header("x-request-id").unwrap().to_string();
+        let worker = usize::from_str_radix(&id[6..8], 16).unwrap();
+        if found[worker].is_none() {
+            found[worker] = Some(c);
+        }
+        if found.iter().all(Option::is_some) {
+            return found.map(Option::unwrap);
+        }
+    }
+    panic!("200 connections all landed on one worker");
+}
+
 #[test]
-fn purges_drop_one_url_or_a_whole_zone() {
+fn purges_reach_every_worker() {
     let up = Upstream::with(|r| {
         Reply::ok(format!("{} {}", r.method, r.path)).header("Cache-Control", "max-age=300")
     });
     let rw = Ringway::start_n(&config(up.addr), 2, &[]);
     let (main, admin) = (rw.addrs["main"], rw.addrs["admin"]);
-    // One keep-alive connection, so one worker and its share of the cache.
-    let agent = agent();
-    let x_cache = |path: &str| -> String {
-        let (status, r) = ureq_result(
-            agent
-                .get(&format!("http://{main}{path}"))
-                .set("Host", "Cache.Test")
-                .call(),
-        );
-        assert_eq!(status, 200);
-        r.header("x-cache").unwrap_or("").to_string()
-    };
+    // Each worker holds its own copy of both URLs.
+    let mut conns = one_per_worker(main, &up);
     let purge = |query: &str| {
         let req =
             format!("POST /cache/purge?{query} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
         raw_exchange(admin, req.as_bytes())
     };
-    for path in ["/cached/a?v=1", "/cached/b"] {
-        x_cache(path);
-        assert_eq!(x_cache(path), "HIT", "{path}");
+    for c in &mut conns {
+        for path in ["/cached/a?v=1", "/cached/b"] {
+            c.get(path);
+            assert_eq!(c.x_cache(path), "HIT", "{path}");
+        }
     }
-    // One URL, as a client asks for it (the host's case does not matter).
+    // One URL, as a client asks for it (the host's case does not matter): gone from both.
     let r = purge("cache=pages&url=http%3A%2F%2Fcache.test%2Fcached%2Fa%3Fv%3D1");
     assert_eq!(r.status, 202, "{}", r.text());
     assert!(r.text().contains("2 worker(s)"), "{}", r.text());
-    wait_for(DEADLINE, "the purge to apply", || {
-        (x_cache("/cached/a?v=1") == "MISS").then_some(())
-    });
-    assert_eq!(x_cache("/cached/b"), "HIT", "only that URL went");
-    // The whole zone.
+    for c in &mut conns {
+        wait_for(DEADLINE, "the purge to apply", || {
+            (c.x_cache("/cached/a?v=1") == "MISS").then_some(())
+        });
+        assert_eq!(c.x_cache("/cached/b"), "HIT", "only that URL went");
+    }
+    // The whole zone, on both.
     assert_eq!(purge("cache=pages").status, 202);
-    wait_for(DEADLINE, "the zone purge to apply", || {
-        (x_cache("/cached/b") == "MISS").then_some(())
-    });
+    for c in &mut conns {
+        wait_for(DEADLINE, "the zone purge to apply", || {
+            (c.x_cache("/cached/b") == "MISS").then_some(())
+        });
+    }
     // Refused: an unknown cache, no cache, a URL without its scheme, bad encoding.
     assert_eq!(purge("cache=nope").status, 404);
     assert_eq!(purge("url=http%3A%2F%2Fa%2F").status, 400);

@@ -1,6 +1,7 @@
 //! Configuration: reads a TOML file (or the built-in default), validates it and turns it into
 //! the immutable `Config` model. Every error names the file, the key and the reason.
 
+mod access_log;
 mod cache;
 mod default;
 mod gateway;
@@ -10,6 +11,7 @@ mod template;
 mod tls;
 mod units;
 
+pub use access_log::{LogEscape, LogTarget, LogVar};
 pub use default::DEFAULT_CONFIG;
 pub use model::*;
 pub use units::{parse_duration, parse_size};
@@ -233,6 +235,10 @@ impl Validator<'_> {
             None => None,
             Some(a) => Some(self.unused_addr("admin.bind", &a.bind, &listeners)?),
         };
+        let access_log = match &raw.access_log {
+            None => None,
+            Some(a) => Some(self.access_log(a)?),
+        };
         let mut caches = Vec::new();
         for (name, c) in &raw.cache {
             caches.push(self.cache_zone(name, c, runtime.workers)?);
@@ -254,6 +260,7 @@ impl Validator<'_> {
             auth,
             caches,
             admin,
+            access_log,
         })
     }
 
@@ -943,6 +950,7 @@ impl Validator<'_> {
             )?,
             filters,
             cache: None,
+            access_log: r.access_log.unwrap_or(true),
         })
     }
 

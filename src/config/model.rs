@@ -1,6 +1,7 @@
 //! The validated configuration: what every other module reads. Built only by `config::load`,
 //! immutable once built, shared between threads as `Arc<Config>`.
 
+pub use super::access_log::AccessLog;
 pub use super::gateway::*;
 pub use super::template::{PathPattern, Piece, Seg, Template, Var};
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ pub struct Config {
     pub caches: Vec<CacheZone>,
     /// Where the admin endpoint (metrics, health) listens; None: nowhere.
     pub admin: Option<SocketAddr>,
+    /// One line per request, when configured.
+    pub access_log: Option<AccessLog>,
 }
 
 /// A response cache: each worker keeps its own share of it (see `src/cache/`).
@@ -300,4 +303,6 @@ pub struct Route {
     pub filters: Option<Box<RouteFilters>>,
     /// Index into `Config::caches`: responses of this `upstream` route are cached there.
     pub cache: Option<usize>,
+    /// Its requests are written to the access log (when there is one).
+    pub access_log: bool,
 }

@@ -29,6 +29,16 @@ pub struct RawConfig {
     #[serde(default)]
     pub cache: BTreeMap<String, RawCache>,
     pub admin: Option<RawAdmin>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub path: String,
+    pub format: Option<String>,
+    pub escape: Option<String>,
+    pub buffer: Option<Size>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,4 +251,6 @@ pub struct RawRoute {
     pub aggregate: Option<Vec<RawPart>>,
     /// The `[cache.NAME]` this route's responses are stored in.
     pub cache: Option<String>,
+    /// `false`: this route's requests are left out of the access log.
+    pub access_log: Option<bool>,
 }

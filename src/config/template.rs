@@ -1,6 +1,6 @@
-//! Two small languages of the gateway config, parsed once at load time into plain data:
-//! value templates (`"Bearer ${claim.sub} from ${client_ip}"`) used by header rules, redirects
-//! and aggregation paths, and path patterns (`"/users/{id}/orders/{*rest}"`) that routes match
+//! Two small languages of the config, parsed once at load time into plain data: value
+//! templates (`"Bearer ${claim.sub} from ${client_ip}"`) used by header rules, redirects,
+//! aggregation paths and (with their own variables) the access log's format, and path patterns (`"/users/{id}/orders/{*rest}"`) that routes match
 //! and whose parameters templates can read. Rendering lives in `gateway::headers`; this module
 //! only knows the grammar, so config stays free of request types.
 
@@ -30,20 +30,31 @@ pub enum Var {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
+pub enum Piece<V = Var> {
     Lit(String),
-    Var(Var),
+    Var(V),
 }
 
-/// A parsed template; a template without variables is one literal piece.
+/// A parsed template; a template without variables is one literal piece. `V` is the set of
+/// variables it may read: the request's (`Var`) unless said otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
-    pub pieces: Vec<Piece>,
+pub struct Template<V = Var> {
+    pub pieces: Vec<Piece<V>>,
 }
 
 impl Template {
     /// Parses `${name}` variables; `$$` is a literal dollar sign. Errors say what is wrong.
     pub fn parse(s: &str) -> Result<Template, String> {
+        Template::parse_with(s, parse_var)
+    }
+}
+
+impl<V> Template<V> {
+    /// Parses a template whose variable names `var` knows.
+    pub fn parse_with(
+        s: &str,
+        var: impl Fn(&str) -> Result<V, String>,
+    ) -> Result<Template<V>, String> {
         let mut pieces = Vec::new();
         let mut lit = String::new();
         let mut rest = s;
@@ -63,11 +74,11 @@ impl Template {
             let Some(end) = body.find('}') else {
                 return Err(format!("unclosed '${{' in {s:?}"));
             };
-            let var = parse_var(&body[..end])?;
+            let v = var(&body[..end])?;
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit)));
             }
-            pieces.push(Piece::Var(var));
+            pieces.push(Piece::Var(v));
             rest = &body[end + 1..];
         }
         lit.push_str(rest);
@@ -77,7 +88,7 @@ impl Template {
         Ok(Template { pieces })
     }
 
-    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+    pub fn vars(&self) -> impl Iterator<Item = &V> {
         self.pieces.iter().filter_map(|p| match p {
             Piece::Var(v) => Some(v),
             Piece::Lit(_) => None,
@@ -89,14 +100,18 @@ impl Template {
     }
 }
 
+/// The argument of a `${prefix.NAME}` variable: None when `name` has another prefix, an
+/// error when the NAME is missing.
+pub(super) fn var_arg(name: &str, prefix: &str) -> Result<Option<String>, String> {
+    match name.strip_prefix(prefix) {
+        Some("") => Err(format!("${{{name}}} needs a name after {prefix:?}")),
+        Some(a) => Ok(Some(a.to_string())),
+        None => Ok(None),
+    }
+}
+
 fn parse_var(name: &str) -> Result<Var, String> {
-    let arg = |prefix: &str| -> Result<Option<String>, String> {
-        match name.strip_prefix(prefix) {
-            Some("") => Err(format!("${{{name}}} needs a name after {prefix:?}")),
-            Some(a) => Ok(Some(a.to_string())),
-            None => Ok(None),
-        }
-    };
+    let arg = |prefix: &str| var_arg(name, prefix);
     if let Some(c) = arg("claim.")? {
         return Ok(Var::Claim(c));
     }

@@ -2,6 +2,8 @@
 //! `Cell`s on the request path) into its slot on its control tick, every 250 ms; a scrape
 //! sums nothing on the request path and renders the slots as Prometheus text.
 
+pub mod access_log;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;

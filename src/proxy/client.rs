@@ -1,13 +1,17 @@
 //! What the per-connection pipeline needs of a client connection: plain TCP, or TLS once its
-//! handshake is done. The pipeline is generic over it, so the plain path compiles as before.
+//! handshake is done, either of them wrapped for the access log. The pipeline is generic over
+//! it, so the plain path compiles as before.
 
 use super::frame::FramePool;
-use super::state::StateCell;
+use super::head::ClientInfo;
+use super::state::{CoreState, StateCell};
 use crate::deadline::{Phase, Watch};
+use crate::http::request::RequestHead;
 use crate::tls::TlsClient;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 
 pub trait ClientStream: AsyncReadRent + AsyncWriteRent + AsRawFd {
@@ -33,6 +37,35 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent + AsRawFd {
         pool: &'p FramePool,
         fut: F,
     ) -> impl Future<Output = F::Output> + Unpin + 'p;
+
+    /// Its requests go to the access log (`proxy::logged`). The hooks below do nothing
+    /// elsewhere, and their callers test this constant first, so an unlogged connection's
+    /// code is what it was without them.
+    const LOGS: bool = false;
+
+    /// The request is planned, on this route (None: none matched); `ids_before` is the
+    /// worker's request-id count before planning.
+    fn log_request(
+        &mut self,
+        _: &CoreState,
+        _: &RequestHead<'_>,
+        _: &ClientInfo,
+        _route: Option<usize>,
+        _ids_before: u64,
+    ) {
+    }
+
+    /// A request is refused before it was understood.
+    fn log_reject(&mut self, _: &CoreState, _: &ClientInfo) {}
+
+    /// An upstream try begins on this server.
+    fn log_attempt(&mut self, _: SocketAddr) {}
+
+    /// The try's response head came with this status.
+    fn log_upstream_head(&mut self, _: u16) {}
+
+    /// The exchange ended: the line is written.
+    fn log_done(&mut self, _: &CoreState) {}
 }
 
 impl ClientStream for TcpStream {

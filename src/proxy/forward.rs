@@ -244,6 +244,10 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                     }
                 };
                 tries.tried |= 1u64 << (server % 64);
+                if C::LOGS {
+                    self.client
+                        .log_attempt(self.cluster.cfg.servers[server].addr);
+                }
                 let Some(inflight) = self.cluster.begin(server) else {
                     return self.fail(503, "upstream at capacity").await;
                 };
@@ -367,6 +371,13 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                             Err(_) => break Err(HeadError::Io),
                         }
                     };
+                    if C::LOGS {
+                        if let Ok(r) = &head {
+                            self.client.log_upstream_head(r.status);
+                        } else if let Err(HeadError::RetryStatus(status)) = &head {
+                            self.client.log_upstream_head(*status);
+                        }
+                    }
                     let rtt = || sent_at.map(|t| t.elapsed()).unwrap_or_default();
                     let resp = match head {
                         Err(HeadError::WriteFailed) => {

@@ -7,6 +7,7 @@ pub mod client;
 mod forward;
 mod frame;
 pub mod head;
+pub mod logged;
 pub(crate) mod prefetch;
 mod spares;
 pub mod state;
@@ -42,6 +43,8 @@ const SHRINK_READ_BUF_ABOVE: usize = 4 * 1024;
 /// A keep-alive wait at least this long marks the connection as one that idles: its next wait
 /// frees the read buffer and waits for readability first (see `read_request`).
 const LEAN_AFTER_MS: u32 = 1000;
+
+const NO_ROUTE: &str = "no route";
 
 /// What the connection does after a response.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -156,7 +159,11 @@ pub async fn serve_tls(cell: Rc<StateCell>, tcp: TcpStream, peer: SocketAddr, tl
     drop(watch);
     worker.connections.set(worker.connections.get() - 1);
     if let Some(client) = shaken {
-        serve_client(cell, client, peer).await;
+        if cell.get().config.access_log.is_some() {
+            Box::pin(serve_client(cell, logged::Logged::new(client), peer)).await;
+        } else {
+            serve_client(cell, client, peer).await;
+        }
     }
 }
 
@@ -251,6 +258,9 @@ pub fn serve_client<C: ClientStream>(
                 plan.action = plan.action.forwarded();
             };
             drop(inflight);
+            if C::LOGS {
+                client.log_done(&state);
+            }
             worker.give_buf(out);
             if next == Next::Close
                 || u64::from(ka.served) >= state.config.http.max_keepalive_requests
@@ -263,11 +273,17 @@ pub fn serve_client<C: ClientStream>(
             let mut out = Vec::with_capacity(256);
             write_error(&mut out, r.status, r.reason, true);
             let send_timeout = cell.get().config.http.send_timeout;
+            if C::LOGS {
+                client.log_reject(&cell.get(), &info);
+            }
             let _ = C::framed(
                 &worker.frames,
                 body::write(&mut client, &mut out, &watch, send_timeout),
             )
             .await;
+            if C::LOGS {
+                client.log_done(&cell.get());
+            }
         }
         client.close(&watch, &cell).await;
         worker.connections.set(worker.connections.get() - 1);
@@ -443,7 +459,17 @@ fn read_request<'a, C: ClientStream>(
                         cw.disarm();
                         let len = head.head_len;
                         let mut out = state.worker.take_buf(4096);
+                        let ids = if C::LOGS { state.worker.ids_made() } else { 0 };
                         let mut plan = plan(&state, &head, &mut out, info);
+                        if C::LOGS {
+                            // The one answer planning gives a request no route matched.
+                            let routed = !matches!(
+                                plan.action,
+                                PlanAction::Answer(Answer::Error(404, NO_ROUTE))
+                            );
+                            let route = routed.then_some(plan.route);
+                            client.log_request(&state, &head, info, route, ids);
+                        }
                         // The last request a connection may carry says so in its response.
                         if u64::from(ka.served) + 1 >= http.max_keepalive_requests {
                             plan.keep_alive = false;
@@ -525,7 +551,7 @@ fn read_request<'a, C: ClientStream>(
 /// Routes the request and writes the upstream head into `out` when it is to be forwarded.
 fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &ClientInfo) -> Plan {
     let mut plan = Plan {
-        action: Answer::Error(404, "no route").into(),
+        action: Answer::Error(404, NO_ROUTE).into(),
         route: 0,
         hash: 0,
         body: head.body,

@@ -35,6 +35,8 @@ pub struct WorkerCtx {
     /// The worker runs on io_uring, where an operation is submitted when it is made (the legacy
     /// driver performs it only when it is polled): see `http::buf::send_detached`.
     pub uring: bool,
+    /// Access log lines waiting for the writer thread (empty without an access log).
+    pub log: RefCell<crate::telemetry::access_log::Sink>,
 }
 
 impl WorkerCtx {
@@ -65,6 +67,17 @@ impl WorkerCtx {
         self.next_id.set(n);
         out.extend_from_slice(&self.id_prefix);
         out.extend_from_slice(&crate::http::fmt::hex16(n));
+    }
+
+    /// Request ids made so far: a change across a call says it made one.
+    pub fn ids_made(&self) -> u64 {
+        self.next_id.get()
+    }
+
+    /// The request id made last (for the access log).
+    pub fn push_last_request_id(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.id_prefix);
+        out.extend_from_slice(&crate::http::fmt::hex16(self.next_id.get()));
     }
 
     /// A buffer from this worker's free list, so idle connections hold only their read buffer.

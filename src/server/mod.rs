@@ -8,13 +8,14 @@ mod stop;
 mod worker;
 
 use crate::config::{self, Config};
+use crate::telemetry::access_log::{self, Output};
 use crate::upstream::health::Probes;
 use crate::upstream::published::Published;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// What workers read from other threads. The mutex is touched only on reload and at a
 /// worker's start, never per request.
@@ -24,6 +25,8 @@ pub struct Shared {
     snapshot: Mutex<Snapshot>,
     /// Each worker's counters, published on its control tick for the admin endpoint.
     pub board: Arc<crate::telemetry::Board>,
+    /// The access log's writer thread, once a config has asked for one (it then stays).
+    pub access_log: OnceLock<access_log::LogTx>,
 }
 
 /// One config generation: the validated config and its published upstream state.
@@ -69,8 +72,8 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         ),
     };
     // Registered before workers start so that no signal finds the default (fatal) action.
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP]).map_err(|e| format!("signals: {e}"))?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])
+        .map_err(|e| format!("signals: {e}"))?;
     let published = Published::build(&config, None);
     // Kept alive (and replaced on reload) so the probe threads run; dropping stops them.
     let mut _probes = Probes::start(&config, &published);
@@ -82,7 +85,9 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
             published,
         }),
         board: Arc::new(crate::telemetry::Board::new(workers)),
+        access_log: OnceLock::new(),
     });
+    open_access_log(&shared, None, &config)?;
     shared.board.set_caches(cache_names(&config));
     let mut handles = Vec::new();
     for (id, socks) in sockets.into_iter().enumerate() {
@@ -114,6 +119,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     let watcher_shared = shared.clone();
     let joiner = std::thread::spawn(move || {
         let mut failed = false;
+        let log_shared = watcher_shared.clone();
         for h in handles {
             match h.join() {
                 Ok(Ok(r)) => eprintln!(
@@ -146,6 +152,13 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
                 }
             }
         }
+        // The workers handed over their last lines; they are written before the exit.
+        if let Some(tx) = log_shared.access_log.get() {
+            let (done, wait) = std::sync::mpsc::channel();
+            if tx.send(access_log::Msg::Sync(done)) {
+                let _ = wait.recv_timeout(std::time::Duration::from_secs(5));
+            }
+        }
         std::process::exit(if failed { 1 } else { 0 });
     });
 
@@ -165,6 +178,12 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
             SIGHUP => {
                 if let Some(p) = reload(&shared, path.as_deref(), &bound) {
                     _probes = p;
+                }
+            }
+            // Log rotation: the file was moved away; open the path again.
+            SIGUSR1 => {
+                if let Some(tx) = shared.access_log.get() {
+                    tx.send(access_log::Msg::Reopen);
                 }
             }
             _ => {}
@@ -195,6 +214,10 @@ fn reload(
                     kept.join(", ")
                 );
             }
+            if let Err(e) = open_access_log(shared, Some(&current.config), &new) {
+                eprintln!("ringway: reload refused, still serving the old config: {e}");
+                return None;
+            }
             shared.board.set_caches(cache_names(&new));
             let published = Published::build(&new, Some(&current.published));
             let probes = Probes::start(&new, &published);
@@ -210,6 +233,38 @@ fn reload(
             None
         }
     }
+}
+
+/// Opens the access log `new` asks for, when it is not the one already open: the writer
+/// starts with the first config that has a log, and a reload that moves it switches files.
+/// A path that cannot be opened is a config error (`access_log.path`).
+fn open_access_log(shared: &Shared, old: Option<&Config>, new: &Config) -> Result<(), String> {
+    let Some(log) = &new.access_log else {
+        return Ok(());
+    };
+    let writer = shared.access_log.get();
+    let old_target = old.and_then(|c| c.access_log.as_ref()).map(|l| &l.target);
+    if writer.is_some() && old_target == Some(&log.target) {
+        return Ok(());
+    }
+    let output = Output::open(&log.target).map_err(|e| {
+        config::ConfigError {
+            file: new.source.clone(),
+            key: "access_log.path".into(),
+            reason: e,
+        }
+        .to_string()
+    })?;
+    match writer {
+        Some(tx) => {
+            tx.send(access_log::Msg::Switch(log.target.clone(), output));
+        }
+        None => {
+            let tx = access_log::start(log.target.clone(), output)?;
+            let _ = shared.access_log.set(tx);
+        }
+    }
+    Ok(())
 }
 
 fn cache_names(c: &Config) -> Vec<String> {

@@ -6,6 +6,7 @@ use super::runtime::{self, Driver};
 use super::stop::StopSignal;
 use super::Shared;
 use crate::config::{ListenerTls, Protocol};
+use crate::proxy::logged::Logged;
 use crate::proxy::prefetch::PrefetchOnWake;
 use crate::proxy::state::{CoreState, StateCell, WorkerCtx};
 use crate::proxy::{serve_client, serve_tls};
@@ -120,6 +121,7 @@ async fn worker_main(
         }
         if ticks % TRIM_EVERY == 0 {
             shared.board.publish(id, counters(&ctx, &current.get()));
+            flush_log(&ctx, &shared);
             let now = crate::deadline::coarse_ms();
             for c in &current.get().clusters {
                 c.trim(now);
@@ -142,6 +144,7 @@ async fn worker_main(
         // Deadlines keep firing while draining, or a stuck client could hold the drain open.
         ctx.watchdog.sweep();
     }
+    flush_log(&ctx, &shared);
     let last = counters(&ctx, &current.get());
     shared.board.publish(id, last.clone());
     Ok(WorkerReport {
@@ -193,6 +196,14 @@ async fn accept_loop(
                         continue;
                     }
                     match (protocol, &tls_at_start) {
+                        (Protocol::Http, None) if state.config.access_log.is_some() => {
+                            drop(state);
+                            monoio::spawn(PrefetchOnWake::new(serve_client(
+                                current.clone(),
+                                Logged::new(stream),
+                                peer,
+                            )));
+                        }
                         (Protocol::Http, None) => {
                             drop(state);
                             monoio::spawn(PrefetchOnWake::new(serve_client(
@@ -230,6 +241,16 @@ async fn accept_loop(
         }
     }
     drop(listener);
+}
+
+/// Hands this worker's access log lines to the writer: a quiet worker's lines are at most a
+/// trim period (250 ms) late.
+fn flush_log(ctx: &WorkerCtx, shared: &Shared) {
+    if let Some(tx) = shared.access_log.get() {
+        let mut sink = ctx.log.borrow_mut();
+        sink.connect(tx);
+        sink.flush();
+    }
 }
 
 /// This worker's counters, for the admin endpoint (`telemetry`).

@@ -89,6 +89,8 @@ pub enum ScenarioKind {
     Tls,
     /// Every request answered from the proxy's response cache.
     Cache,
+    /// Plain proxying with each proxy's access log written to a file.
+    Log,
 }
 
 #[derive(Parser, Debug)]
@@ -137,7 +139,7 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "closed,rate,sweep,bodies,idle,tls,cache"
+        default_value = "closed,rate,sweep,bodies,idle,tls,cache,log"
     )]
     pub scenarios: Vec<ScenarioKind>,
 
@@ -198,6 +200,9 @@ pub struct Args {
     /// Client connections of the cache-hit cells (default 50,200; 0 runs none).
     #[arg(long, value_delimiter = ',')]
     pub cache_conns: Option<Vec<usize>>,
+    /// Client connections of the access-log cells (default 50,200; 0 runs none).
+    #[arg(long, value_delimiter = ',')]
+    pub log_conns: Option<Vec<usize>>,
 
     /// Where results go (JSON, markdown, SVGs). Default: bench/results, or
     /// bench/results/tmp for --quick.

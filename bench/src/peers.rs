@@ -33,6 +33,8 @@ pub struct ProxySpec<'a> {
     pub tls: Option<&'a crate::tls::TlsFiles>,
     /// Cache the upstream's responses in memory (the cache-hit cells).
     pub cache: bool,
+    /// Write an access log line per request to a file in `dir` (the access-log cells).
+    pub access_log: bool,
 }
 
 /// Writes the proxy's config file into `spec.dir` and returns its path (the floor relay takes
@@ -57,7 +59,7 @@ fn ringway_config(s: &ProxySpec) -> String {
          [runtime]\nworkers = {}\ncpus = [{}]\n{}\n\
          [[listener]]\nbind = \"{}\"\n{}\n\
          [upstream.backend]\nservers = [{}]\nbalance = \"round_robin\"\nmax_idle = {}\n\n\
-         {}[[route]]\nupstream = \"backend\"\n{}",
+         {}{}[[route]]\nupstream = \"backend\"\n{}",
         s.cpus.len().max(1),
         cpus.join(", "),
         // Written only when off, so the file stays the one every earlier run used.
@@ -78,6 +80,12 @@ fn ringway_config(s: &ProxySpec) -> String {
             "[cache.bench]\nmax_size = \"256MiB\"\nstatus_header = \"\"\n\n"
         } else {
             ""
+        },
+        // nginx's combined format and 64 KiB buffer, as nginx writes it below.
+        if s.access_log {
+            format!("[access_log]\npath = {:?}\n\n", s.dir.join("access.log"))
+        } else {
+            String::new()
         },
         if s.cache { "cache = \"bench\"\n" } else { "" },
     )
@@ -122,7 +130,7 @@ fn nginx_config(s: &ProxySpec) -> String {
          error_log {d}/error.log warn;\n\
          events {{ worker_connections 19000; }}\n\
          http {{\n\
-         \x20   access_log off;\n\
+         \x20   {access_log}\n\
          \x20   client_body_temp_path {d}/body;\n\
          \x20   proxy_temp_path {d}/proxy;\n\
          \x20   fastcgi_temp_path {d}/fastcgi;\n\
@@ -153,6 +161,11 @@ fn nginx_config(s: &ProxySpec) -> String {
          }}\n",
         workers = s.cpus.len().max(1),
         masks = masks.join(" "),
+        access_log = if s.access_log {
+            format!("access_log {d}/access.log combined buffer=64k;")
+        } else {
+            "access_log off;".to_string()
+        },
         pool = s.conns.max(16),
         // The cache's files are opened through open_file_cache, as nginx advises for hot
         // files: otherwise every hit opens and closes one.
@@ -209,6 +222,7 @@ fn haproxy_config(s: &ProxySpec) -> String {
          \x20   # open-file hard limit: idle clients hold no server-side socket.\n\
          \x20   no strict-limits\n\
          \x20   pidfile {d}/haproxy.pid\n\
+         {log_global}\
          defaults\n\
          \x20   mode http\n\
          \x20   option http-keep-alive\n\
@@ -218,6 +232,7 @@ fn haproxy_config(s: &ProxySpec) -> String {
          \x20   timeout client 300s\n\
          \x20   timeout server 300s\n\
          \x20   timeout http-keep-alive 300s\n\
+         {log_defaults}\
          {cache_section}\
          frontend fe\n\
          \x20   bind {listen}{ssl}\n\
@@ -228,6 +243,18 @@ fn haproxy_config(s: &ProxySpec) -> String {
          {servers}",
         d = s.dir.display(),
         listen = s.listen,
+        // HAProxy writes no files itself: its log goes to stdout, which the harness sends to
+        // a file (HAProxy's documented way to log without syslog).
+        log_global = if s.access_log {
+            "    log stdout format raw local0\n"
+        } else {
+            ""
+        },
+        log_defaults = if s.access_log {
+            "    log global\n    option httplog\n"
+        } else {
+            ""
+        },
         // HAProxy's small-object cache, in memory, sized as the others.
         cache_section = if s.cache {
             "cache bench\n    total-max-size 256\n    max-object-size 1048576\n    max-age 3600\n"
@@ -431,6 +458,7 @@ mod tests {
                 huge_pages: true,
                 tls: None,
                 cache: false,
+                access_log: false,
             };
             let text = match kind {
                 ProxyKind::Ringway | ProxyKind::RingwayPgo => ringway_config(&spec),
@@ -502,6 +530,27 @@ mod tests {
             for w in wanted {
                 assert!(with_cache.contains(w), "{w:?} not in\n{with_cache}");
                 assert!(!text.contains(w), "{w:?} without a cache");
+            }
+            // With the access log, each peer writes a line per request.
+            let logged = ProxySpec {
+                access_log: true,
+                ..spec
+            };
+            let wanted: &[&str] = match kind {
+                ProxyKind::Ringway | ProxyKind::RingwayPgo => &["[access_log]\npath = "],
+                ProxyKind::Nginx => &["combined buffer=64k;"],
+                ProxyKind::Haproxy => &["log stdout format raw", "option httplog"],
+                ProxyKind::Floor | ProxyKind::FloorRaw => &[],
+            };
+            let with_log = match kind {
+                ProxyKind::Ringway | ProxyKind::RingwayPgo => ringway_config(&logged),
+                ProxyKind::Nginx => nginx_config(&logged),
+                ProxyKind::Haproxy => haproxy_config(&logged),
+                ProxyKind::Floor | ProxyKind::FloorRaw => String::new(),
+            };
+            for w in wanted {
+                assert!(with_log.contains(w), "{w:?} not in\n{with_log}");
+                assert!(!text.contains(w), "{w:?} without a log");
             }
             // Each floor runs its own relay.
             match kind {

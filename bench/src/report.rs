@@ -365,6 +365,11 @@ pub fn markdown(
             "Response cache hits (every answer from the proxy's in-memory cache; the floor relays have none)",
             "cell",
         ),
+        (
+            ScenarioKind::Log,
+            "Access log on (a line per request to a file: Ringway's and nginx's combined format, HAProxy's httplog to its stdout file)",
+            "cell",
+        ),
     ] {
         let cells = fam(k);
         if cells.is_empty() {

@@ -172,8 +172,9 @@ pub fn run_cell(ctx: &mut Ctx, cell: &Cell) -> CellResult {
             // proxy's: their memory per idle connection says nothing (and reads as zero). They
             // frame responses by Content-Length only, so a chunked body is beyond them.
             // Nor do they speak TLS.
-            // Nor do they cache.
-            if (cell.idle || cell.chunk > 0 || cell.tls.is_some() || cell.cache) && proxy.is_floor()
+            // Nor do they cache, or log.
+            if (cell.idle || cell.chunk > 0 || cell.tls.is_some() || cell.cache || cell.access_log)
+                && proxy.is_floor()
             {
                 continue;
             }
@@ -287,6 +288,7 @@ fn run_once(ctx: &mut Ctx, cell: &Cell, proxy: ProxyKind, rep: usize, attempt: u
         huge_pages: cell.huge_pages,
         tls: cell.tls.and(ctx.tls.as_ref()),
         cache: cell.cache,
+        access_log: cell.access_log,
     };
     let running = match peers::start(&spec, Duration::from_secs(10)) {
         Ok(p) => p,

@@ -29,6 +29,8 @@ pub struct Plan {
     pub handshake_conns: usize,
     /// Client connections of the cache-hit cells.
     pub cache_conns: Vec<usize>,
+    /// Client connections of the access-log cells.
+    pub log_conns: Vec<usize>,
     pub max_redo: usize,
     pub scenarios: Vec<ScenarioKind>,
 }
@@ -73,6 +75,13 @@ impl Plan {
                 .into_iter()
                 .filter(|&c| c > 0)
                 .collect(),
+            log_conns: a
+                .log_conns
+                .clone()
+                .unwrap_or(if q { vec![50] } else { vec![50, 200] })
+                .into_iter()
+                .filter(|&c| c > 0)
+                .collect(),
             max_redo: a.max_redo.unwrap_or(if q { 0 } else { 2 }),
             scenarios: a.scenarios.clone(),
         }
@@ -111,6 +120,8 @@ pub struct Cell {
     /// The upstream marks its response cacheable and the proxy caches it: after the first
     /// request every answer comes from the proxy's cache.
     pub cache: bool,
+    /// The proxy writes an access log line per request to a file.
+    pub access_log: bool,
 }
 
 /// How the clients of a TLS cell use their connections.
@@ -154,6 +165,7 @@ impl Cell {
             huge_pages: true,
             tls: None,
             cache: false,
+            access_log: false,
         }
     }
 
@@ -171,6 +183,7 @@ impl Cell {
             huge_pages: true,
             tls: None,
             cache: false,
+            access_log: false,
         }
     }
 
@@ -192,6 +205,7 @@ impl Cell {
             huge_pages: true,
             tls: None,
             cache: false,
+            access_log: false,
         }
     }
 
@@ -208,6 +222,7 @@ impl Cell {
             huge_pages: true,
             tls: None,
             cache: false,
+            access_log: false,
         }
     }
 
@@ -241,6 +256,18 @@ impl Cell {
             label: format!("cache hits, 1 KiB body, {conns} conns"),
             cache: true,
             ..Cell::closed(conns, CACHE_BODY, ScenarioKind::Cache)
+        }
+    }
+
+    /// A closed-loop cell of plain proxying with every proxy's access log on, each in its
+    /// customary form: what a line per request costs.
+    pub fn log(conns: usize) -> Cell {
+        Cell {
+            id: format!("log-c{conns}"),
+            scenario: ScenarioKind::Log,
+            label: format!("access log on, {conns} conns"),
+            access_log: true,
+            ..Cell::closed(conns, 0, ScenarioKind::Log)
         }
     }
 
@@ -290,6 +317,11 @@ pub fn fixed_cells(p: &Plan) -> Vec<Cell> {
     if p.has(ScenarioKind::Cache) {
         for &c in &p.cache_conns {
             v.push(Cell::cache(c));
+        }
+    }
+    if p.has(ScenarioKind::Log) {
+        for &c in &p.log_conns {
+            v.push(Cell::log(c));
         }
     }
     v

@@ -43,6 +43,9 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent + AsRawFd {
     /// code is what it was without them.
     const LOGS: bool = false;
 
+    /// The first bytes of a request head that did not arrive whole: its time starts here.
+    fn log_head_started(&mut self) {}
+
     /// The request is planned, on this route (None: none matched); `ids_before` is the
     /// worker's request-id count before planning.
     fn log_request(
@@ -63,6 +66,9 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent + AsRawFd {
 
     /// The try's response head came with this status.
     fn log_upstream_head(&mut self, _: u16) {}
+
+    /// The try failed with this status (502, 504...) before a response head.
+    fn log_upstream_failed(&mut self, _: u16) {}
 
     /// The exchange ended: the line is written.
     fn log_done(&mut self, _: &CoreState) {}

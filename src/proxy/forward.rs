@@ -244,13 +244,13 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                     }
                 };
                 tries.tried |= 1u64 << (server % 64);
+                let Some(inflight) = self.cluster.begin(server) else {
+                    return self.fail(503, "upstream at capacity").await;
+                };
                 if C::LOGS {
                     self.client
                         .log_attempt(self.cluster.cfg.servers[server].addr);
                 }
-                let Some(inflight) = self.cluster.begin(server) else {
-                    return self.fail(503, "upstream at capacity").await;
-                };
                 // Status retries are only possible while another attempt is allowed.
                 let may_retry_status = tries.attempts < policy.attempts
                     && self.resendable
@@ -523,6 +523,11 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                     }
                     Err(AttemptError::Retryable(status, why)) => (status, why),
                 };
+                if C::LOGS {
+                    // As nginx logs a try that got no response: 502 for a refused connect.
+                    self.client
+                        .log_upstream_failed(if status == 0 { 502 } else { status });
+                }
                 let deadline_left = self.deadline.is_none_or(|d| Instant::now() < d);
                 let allowed = match status {
                     // Connect failures sent nothing: safe for any method.

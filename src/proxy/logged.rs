@@ -20,6 +20,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+/// A record's buffer larger than this is freed after its line instead of kept for the next.
+const KEEP_BYTES: usize = 1024;
+
 /// A client stream whose requests are written to the access log.
 pub struct Logged<S> {
     inner: S,
@@ -56,6 +59,8 @@ struct Record {
     body_from: u64,
     tries: Vec<Try>,
     attempt_at: Instant,
+    /// When the current head's first bytes came, if it did not arrive whole.
+    head_at: Option<Instant>,
     scratch: Vec<u8>,
 }
 
@@ -81,13 +86,16 @@ impl Record {
             body_from: 0,
             tries: Vec::new(),
             attempt_at: now,
+            head_at: None,
             scratch: Vec::new(),
         }
     }
 
     fn begin(&mut self) {
         self.active = true;
-        self.started = Instant::now();
+        // nginx's $request_time starts at the head's first byte; a head read whole in one
+        // go (the usual case) starts now.
+        self.started = self.head_at.take().unwrap_or_else(Instant::now);
         self.vals.clear();
         self.ends.clear();
         self.status = 0;
@@ -176,12 +184,10 @@ impl<S: ClientStream> Logged<S> {
             let out = &mut r.vals;
             match v {
                 LogVar::ClientIp => out.extend_from_slice(info.ip().as_bytes()),
+                // As sent (an absolute-form target stays one), as nginx logs it.
                 LogVar::Request => {
-                    out.extend_from_slice(head.method.as_bytes());
-                    out.push(b' ');
-                    out.extend_from_slice(head.path.as_bytes());
-                    out.push(b' ');
-                    out.extend_from_slice(protocol);
+                    let line = head.raw.split(|&c| c == b'\r').next().unwrap_or_default();
+                    out.extend_from_slice(line);
                 }
                 LogVar::Method => out.extend_from_slice(head.method.as_bytes()),
                 LogVar::Target => out.extend_from_slice(head.path.as_bytes()),
@@ -191,7 +197,15 @@ impl<S: ClientStream> Logged<S> {
                 LogVar::Scheme => {
                     out.extend_from_slice(if info.tls() { b"https" } else { b"http" })
                 }
-                LogVar::Host => out.extend_from_slice(head.host.as_bytes()),
+                // nginx's $host: lower case, without the port.
+                LogVar::Host => {
+                    let h = head.host.as_bytes();
+                    let h = match h.iter().rposition(|&c| c == b':') {
+                        Some(i) if !h.ends_with(b"]") => &h[..i],
+                        _ => h,
+                    };
+                    out.extend(h.iter().map(u8::to_ascii_lowercase));
+                }
                 LogVar::Header(name) => {
                     if let Some(v) = crate::gateway::auth::header(head.headers, name) {
                         out.extend_from_slice(v);
@@ -320,6 +334,12 @@ impl<S: ClientStream> Logged<S> {
         if buf.len() >= log.buffer {
             sink.flush();
         }
+        // An unusually long value must not stay with the connection while it idles.
+        for v in [&mut r.vals, &mut r.head, &mut r.scratch] {
+            if v.capacity() > KEEP_BYTES {
+                *v = Vec::new();
+            }
+        }
     }
 }
 
@@ -386,7 +406,7 @@ impl<S: AsyncWriteRent> AsyncWriteRent for Logged<S> {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         let r = &mut *self.rec;
         let head = r.head_pending && r.active;
-        if head {
+        if head && buf.bytes_init() > 0 {
             // SAFETY: an `IoBuf` promises `bytes_init` readable bytes at `read_ptr`.
             let b = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
             r.sniff(b);
@@ -468,6 +488,16 @@ impl<S: ClientStream> ClientStream for Logged<S> {
                 status: 0,
                 took: None,
             });
+        }
+    }
+
+    fn log_head_started(&mut self) {
+        self.rec.head_at = Some(Instant::now());
+    }
+
+    fn log_upstream_failed(&mut self, status: u16) {
+        if let Some(t) = self.rec.tries.last_mut().filter(|t| t.status == 0) {
+            t.status = status;
         }
     }
 

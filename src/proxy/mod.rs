@@ -272,9 +272,11 @@ pub fn serve_client<C: ClientStream>(
         if let Some(r) = rejected {
             let mut out = Vec::with_capacity(256);
             write_error(&mut out, r.status, r.reason, true);
-            let send_timeout = cell.get().config.http.send_timeout;
+            // One state for the line's start and end, even across a reload.
+            let state = cell.get();
+            let send_timeout = state.config.http.send_timeout;
             if C::LOGS {
-                client.log_reject(&cell.get(), &info);
+                client.log_reject(&state, &info);
             }
             let _ = C::framed(
                 &worker.frames,
@@ -282,7 +284,7 @@ pub fn serve_client<C: ClientStream>(
             )
             .await;
             if C::LOGS {
-                client.log_done(&cell.get());
+                client.log_done(&state);
             }
         }
         client.close(&watch, &cell).await;
@@ -489,6 +491,9 @@ fn read_request<'a, C: ClientStream>(
                 if !head_started {
                     head_started = true;
                     cw.arm(http.header_timeout, Phase::Read);
+                    if C::LOGS {
+                        client.log_head_started();
+                    }
                 }
             } else if !head_started {
                 let idle = if ka.served == 0 {

@@ -103,7 +103,7 @@ fn write_loop(
         match msg {
             Msg::Lines(buf) => {
                 let res = out.write_all(&buf);
-                queued.fetch_sub(buf.len(), Ordering::Relaxed);
+                queued.fetch_sub(buf.capacity(), Ordering::Relaxed);
                 let lost = dropped.swap(0, Ordering::Relaxed);
                 let why = match res {
                     Err(e) => Some(format!("{e}; lines are being lost")),
@@ -178,15 +178,16 @@ impl Sink {
             return;
         }
         if let Some(tx) = &self.tx {
-            let n = self.buf.len();
+            // What the queue holds is the buffers' memory, not just their lines.
+            let n = self.buf.capacity();
             if tx.queued.fetch_add(n, Ordering::Relaxed) + n > MAX_QUEUED {
                 tx.queued.fetch_sub(n, Ordering::Relaxed);
-                tx.dropped.fetch_add(n as u64, Ordering::Relaxed);
+                tx.dropped
+                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
                 self.buf.clear();
                 return;
             }
-            let cap = self.buf.capacity();
-            let lines = std::mem::replace(&mut self.buf, Vec::with_capacity(cap));
+            let lines = std::mem::take(&mut self.buf);
             // The writer ends only with the process.
             tx.send(Msg::Lines(lines));
         }
@@ -316,7 +317,8 @@ pub fn push_value(out: &mut Vec<u8>, v: &[u8], esc: LogEscape) {
 }
 
 fn push_hex_escape(out: &mut Vec<u8>, prefix: &[u8], b: u8) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Upper case, as nginx writes its escapes.
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.extend_from_slice(prefix);
     out.push(HEX[usize::from(b >> 4)]);
     out.push(HEX[usize::from(b & 15)]);
@@ -361,7 +363,7 @@ mod tests {
     fn escapes() {
         let mut o = Vec::new();
         push_value(&mut o, b"a\"b\\c\x01\xc3", LogEscape::Default);
-        assert_eq!(o, b"a\\x22b\\x5cc\\x01\\xc3");
+        assert_eq!(o, b"a\\x22b\\x5Cc\\x01\\xC3");
         o.clear();
         push_value(&mut o, b"a\"b\\c\n\x01", LogEscape::Json);
         assert_eq!(o, b"a\\\"b\\\\c\\n\\u0001");

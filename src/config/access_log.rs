@@ -31,6 +31,10 @@ pub struct AccessLog {
     pub escape: LogEscape,
     /// Bytes a worker gathers before it hands them to the writer.
     pub buffer: usize,
+    /// The format reads `request_time`: each request reads the clock at its start and end.
+    pub times_request: bool,
+    /// The format reads `upstream_header_time`: each try reads the clock twice.
+    pub times_upstream: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,8 +217,12 @@ impl Validator<'_> {
                 format!("{buffer} bytes is out of range (4KiB..=16MiB)"),
             ));
         }
+        // A clock read costs about as much as the rest of a line; only the format's are made.
+        let reads = |v: LogVar| format.vars().any(|x| *x == v);
         Ok(AccessLog {
             target,
+            times_request: reads(LogVar::RequestTime),
+            times_upstream: reads(LogVar::UpstreamHeaderTime),
             format,
             escape,
             buffer: buffer as usize,

@@ -7,7 +7,7 @@ use super::client::ClientStream;
 use super::frame::FramePool;
 use super::head::ClientInfo;
 use super::state::{CoreState, StateCell};
-use crate::config::{Action, LogVar, Piece};
+use crate::config::{AccessLog, Action, LogVar, Piece};
 use crate::deadline::Watch;
 use crate::http::request::{RequestHead, Version};
 use crate::telemetry::access_log::{push_seconds, push_value};
@@ -61,6 +61,8 @@ struct Record {
     attempt_at: Instant,
     /// When the current head's first bytes came, if it did not arrive whole.
     head_at: Option<Instant>,
+    /// The format reads the tries' times (`AccessLog::times_upstream`).
+    times_upstream: bool,
     scratch: Vec<u8>,
 }
 
@@ -87,15 +89,20 @@ impl Record {
             tries: Vec::new(),
             attempt_at: now,
             head_at: None,
+            times_upstream: false,
             scratch: Vec::new(),
         }
     }
 
-    fn begin(&mut self) {
+    fn begin(&mut self, log: &AccessLog) {
         self.active = true;
         // nginx's $request_time starts at the head's first byte; a head read whole in one
         // go (the usual case) starts now.
-        self.started = self.head_at.take().unwrap_or_else(Instant::now);
+        let head_at = self.head_at.take();
+        if log.times_request {
+            self.started = head_at.unwrap_or_else(Instant::now);
+        }
+        self.times_upstream = log.times_upstream;
         self.vals.clear();
         self.ends.clear();
         self.status = 0;
@@ -167,7 +174,7 @@ impl<S: ClientStream> Logged<S> {
         if route.is_some_and(|r| !r.access_log) {
             return;
         }
-        r.begin();
+        r.begin(log);
         let protocol: &[u8] = match head.version {
             Version::Http10 => b"HTTP/1.0",
             Version::Http11 => b"HTTP/1.1",
@@ -246,7 +253,7 @@ impl<S: ClientStream> Logged<S> {
         let Some(log) = &state.config.access_log else {
             return;
         };
-        r.begin();
+        r.begin(log);
         for p in &log.format.pieces {
             match p {
                 Piece::Var(LogVar::ClientIp) => r.vals.extend_from_slice(info.ip().as_bytes()),
@@ -482,7 +489,9 @@ impl<S: ClientStream> ClientStream for Logged<S> {
     fn log_attempt(&mut self, addr: SocketAddr) {
         let r = &mut *self.rec;
         if r.active {
-            r.attempt_at = Instant::now();
+            if r.times_upstream {
+                r.attempt_at = Instant::now();
+            }
             r.tries.push(Try {
                 addr,
                 status: 0,
@@ -503,10 +512,10 @@ impl<S: ClientStream> ClientStream for Logged<S> {
 
     fn log_upstream_head(&mut self, status: u16) {
         let r = &mut *self.rec;
-        let at = r.attempt_at;
+        let took = r.times_upstream.then(|| r.attempt_at.elapsed());
         if let Some(t) = r.tries.last_mut() {
             t.status = status;
-            t.took = Some(at.elapsed());
+            t.took = took;
         }
     }
 
@@ -521,8 +530,13 @@ mod tests {
 
     #[test]
     fn sniffs_the_final_head() {
+        let cfg = crate::config::parse(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n[access_log]\npath = \"stdout\"\n[[route]]\nrespond = { status = 200 }\n",
+            "t.toml",
+        )
+        .unwrap();
         let mut r = Record::new();
-        r.begin();
+        r.begin(cfg.access_log.as_ref().unwrap());
         r.keep_head = true;
         r.sniff(b"HTTP/1.1 100 Continue\r\n\r\n");
         assert!(r.head_pending);

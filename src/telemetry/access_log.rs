@@ -140,6 +140,9 @@ fn write_loop(
 pub struct Sink {
     pub buf: Vec<u8>,
     tx: Option<LogTx>,
+    /// The worker's coarse clock when the wall clock was last read, and what it read.
+    coarse: u64,
+    wall_ms: u64,
     second: u64,
     /// `01/Dec/2026:06:31:22 +0000`
     local: [u8; 26],
@@ -152,6 +155,8 @@ impl Default for Sink {
         Sink {
             buf: Vec::new(),
             tx: None,
+            coarse: u64::MAX,
+            wall_ms: 0,
             second: u64::MAX,
             local: [b' '; 26],
             iso: [b' '; 25],
@@ -193,12 +198,19 @@ impl Sink {
         }
     }
 
-    /// The time now, rendering the second's texts when it changed.
+    /// The time now, as of the worker's last 25 ms sweep (as nginx's cached time is as of its
+    /// last event loop turn): the wall clock is read once per sweep, not once per line.
+    /// Renders the second's texts when it changed.
     pub fn now(&mut self) -> Now {
-        let unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let coarse = crate::deadline::coarse_ms();
+        if coarse != self.coarse {
+            self.coarse = coarse;
+            self.wall_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+        }
+        let unix_ms = self.wall_ms;
         let s = unix_ms / 1000;
         if s != self.second {
             self.second = s;

@@ -133,15 +133,27 @@ impl Record {
         }
         self.status = status;
         self.head_pending = false;
-        let head_len = b
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(b.len(), |i| i + 4);
+        let head_len = head_end(b);
         self.body_from = self.bytes + head_len as u64;
         if self.keep_head {
             self.head.extend_from_slice(&b[..head_len]);
         }
     }
+}
+
+/// The length of the head at the start of `b` (through its blank line), or all of `b`. One
+/// `memchr` per line: a head is a few short lines, where a substring search costs more to set
+/// up than to run.
+fn head_end(b: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(i) = memchr::memchr(b'\n', &b[at..]) {
+        let next = at + i + 1;
+        if b[next..].starts_with(b"\r\n") {
+            return next + 2;
+        }
+        at = next;
+    }
+    b.len()
 }
 
 /// A header's value in a response head (the first, trimmed); None when absent.
@@ -300,8 +312,15 @@ impl<S: ClientStream> Logged<S> {
             let s = &mut r.scratch;
             s.clear();
             match v {
-                LogVar::TimeLocal => s.extend_from_slice(local),
-                LogVar::TimeIso8601 => s.extend_from_slice(iso),
+                // Digits and punctuation only: nothing to escape.
+                LogVar::TimeLocal => {
+                    buf.extend_from_slice(local);
+                    continue;
+                }
+                LogVar::TimeIso8601 => {
+                    buf.extend_from_slice(iso);
+                    continue;
+                }
                 LogVar::Msec => {
                     let _ = write!(s, "{}.{:03}", now.unix_ms / 1000, now.unix_ms % 1000);
                 }
@@ -548,5 +567,7 @@ mod tests {
         assert_eq!(r.body_from, 25 + resp.len() as u64 - 3);
         assert_eq!(response_header(&r.head, "x-cache"), Some(&b"HIT"[..]));
         assert_eq!(response_header(&r.head, "x-other"), None);
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r\nbody"), 19);
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), 23);
     }
 }

@@ -299,6 +299,15 @@ pub fn push_value(out: &mut Vec<u8>, v: &[u8], esc: LogEscape) {
         }
         return;
     }
+    // Most values need no escape at all: one scan (without an early exit, so it vectorises),
+    // then one copy.
+    let escapes = v.iter().fold(false, |any, &b| {
+        any | !(0x20..0x7f).contains(&b) | (b == b'"') | (b == b'\\')
+    });
+    if esc == LogEscape::None || !escapes {
+        out.extend_from_slice(v);
+        return;
+    }
     match esc {
         LogEscape::None => out.extend_from_slice(v),
         LogEscape::Default => {

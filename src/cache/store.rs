@@ -108,7 +108,9 @@ impl Entry {
 
     /// The stored head's value of header `lower`, if any.
     pub fn header<'a>(&'a self, lower: &'a [u8]) -> Option<&'a [u8]> {
-        raw_fields(&self.head, lower).next().map(<[u8]>::trim_ascii)
+        crate::http::headers::raw_fields(&self.head, lower)
+            .next()
+            .map(<[u8]>::trim_ascii)
     }
 
     fn matches(&self, request: &[Header<'_>]) -> bool {
@@ -138,14 +140,6 @@ pub fn request_value(request: &[Header<'_>], lower: &[u8]) -> Vec<u8> {
         out.extend_from_slice(v.trim_ascii());
     }
     out
-}
-
-/// The values (untrimmed) of the fields named `lower` in a head as stored.
-fn raw_fields<'a>(head: &'a [u8], lower: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-    head.split(|b| *b == b'\n').skip(1).filter_map(move |line| {
-        let colon = line.iter().position(|b| *b == b':')?;
-        crate::http::headers::name_is(&line[..colon], lower).then(|| &line[colon + 1..])
-    })
 }
 
 struct Slot {

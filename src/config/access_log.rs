@@ -35,6 +35,8 @@ pub struct AccessLog {
     pub times_request: bool,
     /// The format reads `upstream_header_time`: each try reads the clock twice.
     pub times_upstream: bool,
+    /// The format reads a `response_header.NAME`: each response head is kept for it.
+    pub reads_response_headers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,11 +220,15 @@ impl Validator<'_> {
             ));
         }
         // A clock read costs about as much as the rest of a line; only the format's are made.
-        let reads = |v: LogVar| format.vars().any(|x| *x == v);
+        let reads = |f: fn(&LogVar) -> bool| format.vars().any(f);
+        let times_request = reads(|v| *v == LogVar::RequestTime);
+        let times_upstream = reads(|v| *v == LogVar::UpstreamHeaderTime);
+        let reads_response_headers = reads(|v| matches!(v, LogVar::ResponseHeader(_)));
         Ok(AccessLog {
             target,
-            times_request: reads(LogVar::RequestTime),
-            times_upstream: reads(LogVar::UpstreamHeaderTime),
+            times_request,
+            times_upstream,
+            reads_response_headers,
             format,
             escape,
             buffer: buffer as usize,

@@ -43,6 +43,15 @@ pub fn classify(name: &str) -> Class {
     }
 }
 
+/// The values (untrimmed) of the fields named `lower` in a head kept as bytes (a stored
+/// response, one sent to a client): the first line is the status line.
+pub fn raw_fields<'a>(head: &'a [u8], lower: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    head.split(|b| *b == b'\n').skip(1).filter_map(move |line| {
+        let colon = line.iter().position(|b| *b == b':')?;
+        name_is(&line[..colon], lower).then(|| &line[colon + 1..])
+    })
+}
+
 /// `name` equals `lower` (a lower-case literal) ignoring ASCII case, exactly as
 /// `eq_ignore_ascii_case` would answer, but eight bytes per compare: with `lower` a constant,
 /// each word is one OR and one compare, where the byte loop cost ~7 instructions a byte on

@@ -372,9 +372,9 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                         }
                     };
                     if C::LOGS {
-                        if let Ok(r) = &head {
-                            self.client.log_upstream_head(r.status);
-                        } else if let Err(HeadError::RetryStatus(status)) = &head {
+                        if let Ok(ResponsePlan { status, .. })
+                        | Err(HeadError::RetryStatus(status)) = &head
+                        {
                             self.client.log_upstream_head(*status);
                         }
                     }

@@ -9,6 +9,7 @@ use super::head::ClientInfo;
 use super::state::{CoreState, StateCell};
 use crate::config::{AccessLog, Action, LogVar, Piece};
 use crate::deadline::Watch;
+use crate::http::headers::raw_fields;
 use crate::http::request::{RequestHead, Version};
 use crate::telemetry::access_log::{push_seconds, push_value};
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
@@ -103,11 +104,11 @@ impl Record {
             self.started = head_at.unwrap_or_else(Instant::now);
         }
         self.times_upstream = log.times_upstream;
+        self.keep_head = log.reads_response_headers;
         self.vals.clear();
         self.ends.clear();
         self.status = 0;
         self.head_pending = true;
-        self.keep_head = false;
         self.head.clear();
         self.bytes = 0;
         self.body_from = 0;
@@ -157,216 +158,10 @@ fn head_end(b: &[u8]) -> usize {
 }
 
 /// A header's value in a response head (the first, trimmed); None when absent.
-fn response_header<'h>(head: &'h [u8], name: &str) -> Option<&'h [u8]> {
-    head.split(|&c| c == b'\n').skip(1).find_map(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let colon = line.iter().position(|&c| c == b':')?;
-        line[..colon]
-            .eq_ignore_ascii_case(name.as_bytes())
-            .then(|| line[colon + 1..].trim_ascii())
-    })
-}
-
-impl<S: ClientStream> Logged<S> {
-    /// Keeps the request-side values of the format; called once the request is planned.
-    pub(super) fn request(
-        &mut self,
-        state: &CoreState,
-        head: &RequestHead<'_>,
-        info: &ClientInfo,
-        route: Option<usize>,
-        ids_before: u64,
-    ) {
-        let r = &mut *self.rec;
-        r.active = false;
-        let Some(log) = &state.config.access_log else {
-            return;
-        };
-        let route = route.and_then(|i| state.config.routes.get(i));
-        if route.is_some_and(|r| !r.access_log) {
-            return;
-        }
-        r.begin(log);
-        let protocol: &[u8] = match head.version {
-            Version::Http10 => b"HTTP/1.0",
-            Version::Http11 => b"HTTP/1.1",
-        };
-        let (path, query) = head.path.split_once('?').unwrap_or((head.path, ""));
-        for p in &log.format.pieces {
-            let Piece::Var(v) = p else { continue };
-            if let LogVar::ResponseHeader(_) = v {
-                r.keep_head = true;
-            }
-            if !v.from_request() {
-                continue;
-            }
-            let out = &mut r.vals;
-            match v {
-                LogVar::ClientIp => out.extend_from_slice(info.ip().as_bytes()),
-                // As sent (an absolute-form target stays one), as nginx logs it.
-                LogVar::Request => {
-                    let line = head.raw.split(|&c| c == b'\r').next().unwrap_or_default();
-                    out.extend_from_slice(line);
-                }
-                LogVar::Method => out.extend_from_slice(head.method.as_bytes()),
-                LogVar::Target => out.extend_from_slice(head.path.as_bytes()),
-                LogVar::Path => out.extend_from_slice(path.as_bytes()),
-                LogVar::Query => out.extend_from_slice(query.as_bytes()),
-                LogVar::Protocol => out.extend_from_slice(protocol),
-                LogVar::Scheme => {
-                    out.extend_from_slice(if info.tls() { b"https" } else { b"http" })
-                }
-                // nginx's $host: lower case, without the port.
-                LogVar::Host => {
-                    let h = head.host.as_bytes();
-                    let h = match h.iter().rposition(|&c| c == b':') {
-                        Some(i) if !h.ends_with(b"]") => &h[..i],
-                        _ => h,
-                    };
-                    out.extend(h.iter().map(u8::to_ascii_lowercase));
-                }
-                LogVar::Header(name) => {
-                    if let Some(v) = crate::gateway::auth::header(head.headers, name) {
-                        out.extend_from_slice(v);
-                    }
-                }
-                LogVar::RequestId => {
-                    if let Some(h) = &state.config.proxy.request_id_header {
-                        match crate::gateway::auth::header(head.headers, h) {
-                            Some(v) => out.extend_from_slice(v),
-                            // Planning made one for this request: the worker's latest.
-                            None if state.worker.ids_made() != ids_before => {
-                                state.worker.push_last_request_id(out)
-                            }
-                            None => {}
-                        }
-                    }
-                }
-                LogVar::Route => {
-                    if let Some(rt) = route {
-                        out.extend_from_slice(rt.name.as_bytes());
-                    }
-                }
-                LogVar::Upstream => {
-                    if let Some(Action::Forward(c)) = route.map(|r| &r.action) {
-                        out.extend_from_slice(state.config.upstreams[*c].name.as_bytes());
-                    }
-                }
-                _ => {}
-            }
-            r.end_value();
-        }
-    }
-
-    /// A request refused before it was understood (400, 408, 431...): only the client is known.
-    pub(super) fn reject(&mut self, state: &CoreState, info: &ClientInfo) {
-        let r = &mut *self.rec;
-        r.active = false;
-        let Some(log) = &state.config.access_log else {
-            return;
-        };
-        r.begin(log);
-        for p in &log.format.pieces {
-            match p {
-                Piece::Var(LogVar::ClientIp) => r.vals.extend_from_slice(info.ip().as_bytes()),
-                Piece::Var(v) if v.from_request() => {}
-                _ => continue,
-            }
-            r.end_value();
-        }
-    }
-
-    /// Writes the line of the request that just ended into the worker's log buffer.
-    pub(super) fn done(&mut self, state: &CoreState) {
-        let r = &mut *self.rec;
-        if !std::mem::take(&mut r.active) {
-            return;
-        }
-        let Some(log) = &state.config.access_log else {
-            return;
-        };
-        // No head went out: the client left (or the connection broke) before its answer.
-        let status = if r.status == 0 { 499 } else { r.status };
-        let mut sink = state.worker.log.borrow_mut();
-        let now = sink.now();
-        let (buf, local, iso) = sink.parts();
-        let esc = log.escape;
-        let mut next = 0;
-        let mut start = 0u32;
-        for p in &log.format.pieces {
-            let v = match p {
-                Piece::Lit(s) => {
-                    buf.extend_from_slice(s.as_bytes());
-                    continue;
-                }
-                Piece::Var(v) => v,
-            };
-            if v.from_request() {
-                let end = r.ends.get(next).copied().unwrap_or(start);
-                next += 1;
-                let val = r.vals.get(start as usize..end as usize).unwrap_or_default();
-                start = end;
-                push_value(buf, val, esc);
-                continue;
-            }
-            let s = &mut r.scratch;
-            s.clear();
-            match v {
-                // Digits and punctuation only: nothing to escape.
-                LogVar::TimeLocal => {
-                    buf.extend_from_slice(local);
-                    continue;
-                }
-                LogVar::TimeIso8601 => {
-                    buf.extend_from_slice(iso);
-                    continue;
-                }
-                LogVar::Msec => {
-                    let _ = write!(s, "{}.{:03}", now.unix_ms / 1000, now.unix_ms % 1000);
-                }
-                LogVar::Status => crate::http::fmt::push_dec(s, u64::from(status)),
-                LogVar::BytesSent => crate::http::fmt::push_dec(s, r.bytes),
-                LogVar::BodyBytesSent => {
-                    let body = if r.status == 0 {
-                        0
-                    } else {
-                        r.bytes.saturating_sub(r.body_from)
-                    };
-                    crate::http::fmt::push_dec(s, body)
-                }
-                LogVar::RequestTime => push_seconds(s, r.started.elapsed()),
-                LogVar::UpstreamAddr => join(s, &r.tries, |s, t| {
-                    let _ = write!(s, "{}", t.addr);
-                }),
-                LogVar::UpstreamStatus => join(s, &r.tries, |s, t| match t.status {
-                    0 => s.push(b'-'),
-                    n => crate::http::fmt::push_dec(s, u64::from(n)),
-                }),
-                LogVar::UpstreamHeaderTime => join(s, &r.tries, |s, t| match t.took {
-                    None => s.push(b'-'),
-                    Some(d) => push_seconds(s, d),
-                }),
-                LogVar::ResponseHeader(name) => {
-                    if let Some(v) = response_header(&r.head, name) {
-                        s.extend_from_slice(v);
-                    }
-                }
-                _ => {}
-            }
-            // Numbers stay numbers in a JSON line, so they are never written empty.
-            push_value(buf, s, esc);
-        }
-        buf.push(b'\n');
-        if buf.len() >= log.buffer {
-            sink.flush();
-        }
-        // An unusually long value must not stay with the connection while it idles.
-        for v in [&mut r.vals, &mut r.head, &mut r.scratch] {
-            if v.capacity() > KEEP_BYTES {
-                *v = Vec::new();
-            }
-        }
-    }
+fn response_header<'h>(head: &'h [u8], lower: &'h str) -> Option<&'h [u8]> {
+    raw_fields(head, lower.as_bytes())
+        .next()
+        .map(<[u8]>::trim_ascii)
 }
 
 fn join(s: &mut Vec<u8>, tries: &[Try], mut each: impl FnMut(&mut Vec<u8>, &Try)) {
@@ -481,8 +276,9 @@ impl<S: ClientStream> ClientStream for Logged<S> {
         self.inner.close(watch, cell)
     }
 
-    /// Boxed: the wrapper's writes make the exchange larger than a pooled frame, and a logged
-    /// request spends more on its line than on this allocation.
+    /// Boxed: the wrapper's own write future sits inside the exchange's, which then no longer
+    /// fits a pooled frame (its size check refuses it when compiled). A logged request spends
+    /// more on its line than on this allocation.
     fn framed<'p, F: Future + 'p>(
         _: &'p FramePool,
         fut: F,
@@ -490,6 +286,7 @@ impl<S: ClientStream> ClientStream for Logged<S> {
         Box::pin(fut)
     }
 
+    /// Keeps the request-side values of the format; called once the request is planned.
     fn log_request(
         &mut self,
         state: &CoreState,
@@ -498,11 +295,97 @@ impl<S: ClientStream> ClientStream for Logged<S> {
         route: Option<usize>,
         ids_before: u64,
     ) {
-        self.request(state, head, info, route, ids_before)
+        let r = &mut *self.rec;
+        r.active = false;
+        let Some(log) = &state.config.access_log else {
+            return;
+        };
+        let route = route.and_then(|i| state.config.routes.get(i));
+        if route.is_some_and(|r| !r.access_log) {
+            return;
+        }
+        r.begin(log);
+        let protocol: &[u8] = match head.version {
+            Version::Http10 => b"HTTP/1.0",
+            Version::Http11 => b"HTTP/1.1",
+        };
+        let (path, query) = head.path.split_once('?').unwrap_or((head.path, ""));
+        for p in &log.format.pieces {
+            let Piece::Var(v) = p else { continue };
+            if !v.from_request() {
+                continue;
+            }
+            let out = &mut r.vals;
+            match v {
+                LogVar::ClientIp => out.extend_from_slice(info.ip().as_bytes()),
+                // As sent (an absolute-form target stays one), as nginx logs it.
+                LogVar::Request => {
+                    let line = head.raw.split(|&c| c == b'\r').next().unwrap_or_default();
+                    out.extend_from_slice(line);
+                }
+                LogVar::Method => out.extend_from_slice(head.method.as_bytes()),
+                LogVar::Target => out.extend_from_slice(head.path.as_bytes()),
+                LogVar::Path => out.extend_from_slice(path.as_bytes()),
+                LogVar::Query => out.extend_from_slice(query.as_bytes()),
+                LogVar::Protocol => out.extend_from_slice(protocol),
+                LogVar::Scheme => {
+                    out.extend_from_slice(if info.tls() { b"https" } else { b"http" })
+                }
+                // nginx's $host: lower case, without the port (as routes match it).
+                LogVar::Host => out.extend(
+                    crate::route::normalize_host(head.host)
+                        .bytes()
+                        .map(|c| c.to_ascii_lowercase()),
+                ),
+                LogVar::Header(name) => {
+                    if let Some(v) = crate::gateway::auth::header(head.headers, name) {
+                        out.extend_from_slice(v);
+                    }
+                }
+                LogVar::RequestId => {
+                    if let Some(h) = &state.config.proxy.request_id_header {
+                        match crate::gateway::auth::header(head.headers, h) {
+                            Some(v) => out.extend_from_slice(v),
+                            // Planning made one for this request: the worker's latest.
+                            None if state.worker.ids_made() != ids_before => {
+                                state.worker.push_last_request_id(out)
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                LogVar::Route => {
+                    if let Some(rt) = route {
+                        out.extend_from_slice(rt.name.as_bytes());
+                    }
+                }
+                LogVar::Upstream => {
+                    if let Some(Action::Forward(c)) = route.map(|r| &r.action) {
+                        out.extend_from_slice(state.config.upstreams[*c].name.as_bytes());
+                    }
+                }
+                _ => {}
+            }
+            r.end_value();
+        }
     }
 
+    /// A request refused before it was understood (400, 408, 431...): only the client is known.
     fn log_reject(&mut self, state: &CoreState, info: &ClientInfo) {
-        self.reject(state, info)
+        let r = &mut *self.rec;
+        r.active = false;
+        let Some(log) = &state.config.access_log else {
+            return;
+        };
+        r.begin(log);
+        for p in &log.format.pieces {
+            match p {
+                Piece::Var(LogVar::ClientIp) => r.vals.extend_from_slice(info.ip().as_bytes()),
+                Piece::Var(v) if v.from_request() => {}
+                _ => continue,
+            }
+            r.end_value();
+        }
     }
 
     fn log_attempt(&mut self, addr: SocketAddr) {
@@ -538,8 +421,96 @@ impl<S: ClientStream> ClientStream for Logged<S> {
         }
     }
 
+    /// Writes the line of the request that just ended into the worker's log buffer.
     fn log_done(&mut self, state: &CoreState) {
-        self.done(state)
+        let r = &mut *self.rec;
+        if !std::mem::take(&mut r.active) {
+            return;
+        }
+        let Some(log) = &state.config.access_log else {
+            return;
+        };
+        // No head went out: the client left (or the connection broke) before its answer.
+        let status = if r.status == 0 { 499 } else { r.status };
+        let mut sink = state.worker.log.borrow_mut();
+        let now_ms = sink.now_ms();
+        let (buf, local, iso) = sink.parts();
+        let esc = log.escape;
+        let mut next = 0;
+        let mut start = 0u32;
+        for p in &log.format.pieces {
+            let v = match p {
+                Piece::Lit(s) => {
+                    buf.extend_from_slice(s.as_bytes());
+                    continue;
+                }
+                Piece::Var(v) => v,
+            };
+            if v.from_request() {
+                let end = r.ends.get(next).copied().unwrap_or(start);
+                next += 1;
+                let val = r.vals.get(start as usize..end as usize).unwrap_or_default();
+                start = end;
+                push_value(buf, val, esc);
+                continue;
+            }
+            let s = &mut r.scratch;
+            s.clear();
+            match v {
+                // Digits and punctuation only: nothing to escape.
+                LogVar::TimeLocal => {
+                    buf.extend_from_slice(local);
+                    continue;
+                }
+                LogVar::TimeIso8601 => {
+                    buf.extend_from_slice(iso);
+                    continue;
+                }
+                LogVar::Msec => {
+                    let _ = write!(s, "{}.{:03}", now_ms / 1000, now_ms % 1000);
+                }
+                LogVar::Status => crate::http::fmt::push_dec(s, u64::from(status)),
+                LogVar::BytesSent => crate::http::fmt::push_dec(s, r.bytes),
+                LogVar::BodyBytesSent => {
+                    let body = if r.status == 0 {
+                        0
+                    } else {
+                        r.bytes.saturating_sub(r.body_from)
+                    };
+                    crate::http::fmt::push_dec(s, body)
+                }
+                LogVar::RequestTime => push_seconds(s, r.started.elapsed()),
+                LogVar::UpstreamAddr => join(s, &r.tries, |s, t| {
+                    let _ = write!(s, "{}", t.addr);
+                }),
+                LogVar::UpstreamStatus => join(s, &r.tries, |s, t| match t.status {
+                    0 => s.push(b'-'),
+                    n => crate::http::fmt::push_dec(s, u64::from(n)),
+                }),
+                LogVar::UpstreamHeaderTime => join(s, &r.tries, |s, t| match t.took {
+                    None => s.push(b'-'),
+                    Some(d) => push_seconds(s, d),
+                }),
+                LogVar::ResponseHeader(name) => {
+                    if let Some(v) = response_header(&r.head, name) {
+                        s.extend_from_slice(v);
+                    }
+                }
+                _ => {}
+            }
+            // Numbers stay numbers in a JSON line, so they are never written empty.
+            push_value(buf, s, esc);
+        }
+        buf.push(b'\n');
+        if buf.len() >= log.buffer {
+            sink.flush();
+        }
+        // An unusually long value must not stay with the connection while it idles.
+        for v in [&mut r.vals, &mut r.head, &mut r.scratch] {
+            if v.capacity() > KEEP_BYTES {
+                *v = Vec::new();
+            }
+        }
     }
 }
 

@@ -164,11 +164,6 @@ impl Default for Sink {
     }
 }
 
-/// The wall clock as a line needs it.
-pub struct Now {
-    pub unix_ms: u64,
-}
-
 impl Sink {
     /// The writer's sender, once there is a writer (set on the worker's tick).
     pub fn connect(&mut self, tx: &LogTx) {
@@ -198,10 +193,10 @@ impl Sink {
         }
     }
 
-    /// The time now, as of the worker's last 25 ms sweep (as nginx's cached time is as of its
-    /// last event loop turn): the wall clock is read once per sweep, not once per line.
-    /// Renders the second's texts when it changed.
-    pub fn now(&mut self) -> Now {
+    /// Milliseconds since the epoch, as of the worker's last 25 ms sweep (as nginx's cached
+    /// time is as of its last event loop turn): the wall clock is read once per sweep, not
+    /// once per line. Renders the second's texts when it changed.
+    pub fn now_ms(&mut self) -> u64 {
         let coarse = crate::deadline::coarse_ms();
         if coarse != self.coarse {
             self.coarse = coarse;
@@ -210,85 +205,41 @@ impl Sink {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
         }
-        let unix_ms = self.wall_ms;
-        let s = unix_ms / 1000;
+        let s = self.wall_ms / 1000;
         if s != self.second {
             self.second = s;
-            let c = Civil::from_unix(s);
-            let mut l = Vec::with_capacity(26);
-            let _ = write!(
-                l,
-                "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
-                c.day,
-                MONTHS[c.month as usize - 1],
-                c.year,
-                c.hour,
-                c.min,
-                c.sec
-            );
-            self.local.copy_from_slice(&l);
-            let mut i = Vec::with_capacity(25);
-            let _ = write!(
-                i,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
-                c.year, c.month, c.day, c.hour, c.min, c.sec
-            );
-            self.iso.copy_from_slice(&i);
+            (self.local, self.iso) = clock_texts(s);
         }
-        Now { unix_ms }
+        self.wall_ms
     }
 
     /// The buffer to write a line into, beside the second's two clock texts.
     pub fn parts(&mut self) -> (&mut Vec<u8>, &[u8], &[u8]) {
         (&mut self.buf, &self.local, &self.iso)
     }
-
-    pub fn time_local(&self) -> &[u8] {
-        &self.local
-    }
-
-    pub fn time_iso8601(&self) -> &[u8] {
-        &self.iso
-    }
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 ];
 
-/// A UTC date and time (years 1970..=9999).
-struct Civil {
-    year: u32,
-    month: u32,
-    day: u32,
-    hour: u32,
-    min: u32,
-    sec: u32,
-}
-
-impl Civil {
-    /// Howard Hinnant's `civil_from_days`.
-    fn from_unix(secs: u64) -> Civil {
-        let days = (secs / 86_400) as i64;
-        let rem = (secs % 86_400) as u32;
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as u32;
-        Civil {
-            year,
-            month,
-            day,
-            hour: rem / 3600,
-            min: rem / 60 % 60,
-            sec: rem % 60,
-        }
-    }
+/// `01/Dec/2026:06:31:22 +0000` and `2026-12-01T06:31:22+00:00` for a second since the
+/// epoch, rearranged from httpdate's `Tue, 01 Dec 2026 06:31:22 GMT`.
+fn clock_texts(secs: u64) -> ([u8; 26], [u8; 25]) {
+    let http = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+    let b = http.as_bytes();
+    let (day, mon, year, hms) = (&b[5..7], &b[8..11], &b[12..16], &b[17..25]);
+    let month = MONTHS.iter().position(|m| &m[..] == mon).unwrap_or(0) as u8 + 1;
+    let mm = [b'0' + month / 10, b'0' + month % 10];
+    let mut local = [b' '; 26];
+    let mut iso = [b' '; 25];
+    let _ = local
+        .as_mut_slice()
+        .write_all(&[day, b"/", mon, b"/", year, b":", hms, b" +0000"].concat());
+    let _ = iso
+        .as_mut_slice()
+        .write_all(&[year, b"-", &mm, b"-", day, b"T", hms, b"+00:00"].concat());
+    (local, iso)
 }
 
 /// Writes a value as the format's escape says; an empty one as `-` except in JSON.
@@ -356,28 +307,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates() {
-        let c = Civil::from_unix(0);
-        assert_eq!((c.year, c.month, c.day), (1970, 1, 1));
-        // 2026-12-01T06:31:22Z
-        let c = Civil::from_unix(1_796_106_682);
+    fn clock_texts_as_nginx_writes_them() {
+        let (l, i) = clock_texts(0);
         assert_eq!(
-            (c.year, c.month, c.day, c.hour, c.min, c.sec),
-            (2026, 12, 1, 6, 31, 22)
+            (&l[..], &i[..]),
+            (
+                &b"01/Jan/1970:00:00:00 +0000"[..],
+                &b"1970-01-01T00:00:00+00:00"[..]
+            )
         );
+        let (l, i) = clock_texts(1_796_106_682);
+        assert_eq!(&l[..], b"01/Dec/2026:06:31:22 +0000");
+        assert_eq!(&i[..], b"2026-12-01T06:31:22+00:00");
         // A leap day.
-        let c = Civil::from_unix(951_782_400);
-        assert_eq!((c.year, c.month, c.day), (2000, 2, 29));
-    }
-
-    #[test]
-    fn clock_texts() {
-        let mut s = Sink::default();
-        s.now();
-        assert_eq!(s.time_local().len(), 26);
-        assert!(s.time_local().ends_with(b" +0000"));
-        assert_eq!(s.time_iso8601()[4], b'-');
-        assert!(s.time_iso8601().ends_with(b"+00:00"));
+        let (l, i) = clock_texts(951_782_400);
+        assert_eq!(&l[..], b"29/Feb/2000:00:00:00 +0000");
+        assert_eq!(&i[..], b"2000-02-29T00:00:00+00:00");
     }
 
     #[test]

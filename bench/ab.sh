@@ -14,20 +14,10 @@ LG=$T/release/loadgen
 REPS=${REPS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-50}
-DIR=$(mktemp -d /tmp/ringway-ab.XXXXXX)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-ulimit -n 20000 2>/dev/null || true
-
-wait_line() { # FILE PATTERN
-    for _ in $(seq 1 200); do grep -m1 "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "timed out waiting for $2 in $1" >&2; return 1
-}
-
-taskset -c 1 "$LG" serve --bind 127.0.0.1:0 > "$DIR/up.out" 2>&1 &
-PIDS+=($!)
-UP=$(wait_line "$DIR/up.out" "listening on" | awk '{print $3}')
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+scratch ab
+start_upstream 1
 
 cat > "$DIR/ringway.toml" <<TOML
 [runtime]

@@ -16,14 +16,10 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 
-wait_line() { # FILE PATTERN
-    for _ in $(seq 1 200); do grep -m1 "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
-    echo "timed out waiting for $2 in $1" >&2; return 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
-"$LG" serve --bind 127.0.0.1:0 --body-size 8192 --header "Cache-Control: max-age=3600" > "$DIR/up.out" 2>&1 &
-PIDS+=($!)
-UP=$(wait_line "$DIR/up.out" "listening on" | awk '{print $3}')
+start_upstream - --body-size 8192 --header "Cache-Control: max-age=3600"
 cat > "$DIR/ringway.toml" <<TOML
 [runtime]
 workers = 1

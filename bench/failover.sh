@@ -38,13 +38,8 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 
 # Waits until FILE holds a line matching PATTERN; prints that line.
-wait_line() {
-    local file=$1 pattern=$2 end=$((SECONDS + 20))
-    until grep -m1 -- "$pattern" "$file" 2>/dev/null; do
-        [ $SECONDS -lt $end ] || { echo "timed out waiting for '$pattern' in $file" >&2; exit 2; }
-        sleep 0.02
-    done
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # start_upstream NAME BIND: prints the PID; stdout goes to $DIR/NAME.out.
 start_upstream() {
@@ -57,7 +52,7 @@ UP_PID=()
 for i in 0 1 2; do
     UP_PID[i]=$(start_upstream "up$i" 127.0.0.1:0)
     PIDS+=("${UP_PID[i]}")
-    ADDR[i]=$(wait_line "$DIR/up$i.out" "listening on" | awk '{print $3}')
+    ADDR[i]=$(wait_line "$DIR/up$i.out" "listening on" 20 | awk '{print $3}')
 done
 
 cat >"$DIR/ringway.toml" <<EOF
@@ -78,7 +73,7 @@ taskset -c 0 "$RW" --config "$DIR/ringway.toml" >"$DIR/ringway.out" 2> >(
 ) &
 RW_PID=$!
 PIDS+=("$RW_PID")
-URL=http://$(wait_line "$DIR/ringway.out" "listening on" | awk '{print $4}')/
+URL=http://$(wait_line "$DIR/ringway.out" "listening on" 20 | awk '{print $4}')/
 
 T0=$(now)
 taskset -c 1 "$LG" -q -c "$CONNS" --rate "$RATE" -d "${DURATION}s" --json "$DIR/loadgen.json" "$URL" \
@@ -95,7 +90,7 @@ T_KILL=$(now)
 sleep "$((RESTART_AT - KILL_AT))"
 UP_PID[3]=$(start_upstream up1b "$VICTIM")
 PIDS+=("${UP_PID[3]}")
-wait_line "$DIR/up1b.out" "listening on" >/dev/null
+wait_line "$DIR/up1b.out" "listening on" 20 >/dev/null
 T_RESTART=$(now)
 # Traffic again: an established connection on the restarted port that has received bytes
 # (TCP health probes connect and close without sending any).

@@ -45,7 +45,16 @@ enum Cmd {
     Relay(RelayArgs),
     /// The same relay written directly on io_uring, without an async runtime: the user-space
     /// CPU floor of relaying a request, to tell runtime overhead from the work itself.
-    RawRelay(RelayArgs),
+    RawRelay(RawRelayArgs),
+}
+
+#[derive(Args)]
+struct RawRelayArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    /// io_uring variants to measure what each saves in the kernel, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    kernel: Vec<raw_relay::Knob>,
 }
 
 #[derive(Args)]
@@ -248,7 +257,7 @@ fn raise_fd_limit() {
     }
 }
 
-fn relay_cmd(raw: bool, a: RelayArgs) -> Result<(), String> {
+fn relay_cmd(raw: Option<raw_relay::Knobs>, a: RelayArgs) -> Result<(), String> {
     let threads = threads_for(a.threads, &a.cpus);
     relay::relay(raw, a.bind, a.upstream, threads, a.cpus.map(|c| c.0))
 }
@@ -271,8 +280,8 @@ fn main() -> ExitCode {
             reset_every: a.reset_every,
             count: a.count,
         }),
-        Some(Cmd::Relay(a)) => relay_cmd(false, a),
-        Some(Cmd::RawRelay(a)) => relay_cmd(true, a),
+        Some(Cmd::Relay(a)) => relay_cmd(None, a),
+        Some(Cmd::RawRelay(a)) => relay_cmd(Some(raw_relay::Knobs::from(&a.kernel[..])), a.relay),
         None => run(cli.run),
     };
     match res {

@@ -2,6 +2,8 @@
 //! on io_uring with no async runtime: one ring and one hand-written state machine per thread.
 //! It exists so `bench` can show the user-space CPU floor of relaying a request on this machine,
 //! and so how much of `relay`'s (and a proxy's) cost is the runtime's rather than the work's.
+//! `--kernel` switches on io_uring features a runtime could use (multishot receives, registered
+//! files, POLL_FIRST), to measure what each would save in the kernel's share of a request.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -34,13 +36,147 @@ const UNKNOWN: u64 = u64::MAX;
 /// How long to wait before accepting again after EMFILE and the like, instead of spinning.
 static BACKOFF: types::Timespec = types::Timespec::new().nsec(10_000_000);
 
+/// A kernel-side variant of the relay (`raw-relay --kernel ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Knob {
+    /// IORING_RECVSEND_POLL_FIRST on every receive.
+    PollFirst,
+    /// Sockets in the ring's registered file table.
+    FixedFiles,
+    /// One multishot receive per socket into a provided buffer ring.
+    Multishot,
+    /// The request sent upstream beside the response's receive, as Ringway does.
+    DetachedSend,
+}
+
+/// The variants in force, to measure what each saves in the kernel's share of a request.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Knobs {
+    /// IORING_RECVSEND_POLL_FIRST on every Recv: wait for data instead of trying first.
+    poll_first: bool,
+    /// Both sockets of a connection in the ring's registered file table (no fget/fput per op).
+    fixed: bool,
+    /// One multishot Recv per socket for the connection's life, into a provided buffer ring,
+    /// copied out into the connection's buffer.
+    multishot: bool,
+    /// Send the request upstream without waiting for its completion and read the response
+    /// beside it, as Ringway's `send_detached` does (single-shot receives only).
+    detached: bool,
+}
+
+impl From<&[Knob]> for Knobs {
+    fn from(list: &[Knob]) -> Knobs {
+        Knobs {
+            poll_first: list.contains(&Knob::PollFirst),
+            fixed: list.contains(&Knob::FixedFiles),
+            multishot: list.contains(&Knob::Multishot),
+            detached: list.contains(&Knob::DetachedSend),
+        }
+    }
+}
+
+/// Slots in the registered file table: two per connection.
+const MAX_SLOTS: usize = 8192;
+/// Provided buffers for multishot receives.
+/// Enough that 1,000 connections' receives in one completion batch do not run the ring dry.
+const PBUF_COUNT: u16 = 4096;
+const PBUF_SIZE: usize = 2048;
+const PBUF_GROUP: u16 = 7;
+
+/// A provided-buffer ring: the ring of entries the kernel takes buffers from, and the buffers.
+struct BufRing {
+    entries: *mut types::BufRingEntry,
+    bufs: *mut u8,
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(submitter: &Submitter) -> io::Result<BufRing> {
+        let ring_bytes = PBUF_COUNT as usize * std::mem::size_of::<types::BufRingEntry>();
+        // SAFETY: anonymous private mappings; checked for failure below.
+        let entries = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        let bufs = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PBUF_COUNT as usize * PBUF_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if entries == libc::MAP_FAILED || bufs == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut r = BufRing {
+            entries: entries.cast(),
+            bufs: bufs.cast(),
+            tail: 0,
+        };
+        // SAFETY: the mapping is page-aligned and lives for the thread (never unmapped).
+        unsafe { submitter.register_buf_ring(entries as u64, PBUF_COUNT, PBUF_GROUP)? };
+        for bid in 0..PBUF_COUNT {
+            r.give(bid);
+        }
+        r.publish();
+        Ok(r)
+    }
+
+    fn buf(&self, bid: u16) -> *mut u8 {
+        // SAFETY: bid < PBUF_COUNT, inside the mapping.
+        unsafe { self.bufs.add(bid as usize * PBUF_SIZE) }
+    }
+
+    /// Puts buffer `bid` back at the tail (seen by the kernel after `publish`).
+    fn give(&mut self, bid: u16) {
+        let i = (self.tail & (PBUF_COUNT - 1)) as usize;
+        // SAFETY: i < PBUF_COUNT.
+        let e = unsafe { &mut *self.entries.add(i) };
+        e.set_addr(self.buf(bid) as u64);
+        e.set_len(PBUF_SIZE as u32);
+        e.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field of the first entry, shared with the kernel.
+        unsafe {
+            let t = types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
+            (*t).store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+/// Sets IORING_RECVSEND_POLL_FIRST (the sqe's `ioprio`, bytes 2..4) on a Recv or Send entry.
+fn poll_first(e: Entry) -> Entry {
+    // SAFETY: Entry is a repr(C) wrapper around the 64-byte io_uring_sqe.
+    let mut raw: [u8; 64] = unsafe { std::mem::transmute(e) };
+    raw[2..4].copy_from_slice(&1u16.to_ne_bytes());
+    unsafe { std::mem::transmute(raw) }
+}
+
 /// Starts the relay's threads on `listener` (see `relay::relay`, which binds and announces).
 pub fn spawn(
     listener: std::net::TcpListener,
     upstreams: Vec<SocketAddr>,
     threads: usize,
     cpus: Option<&[usize]>,
+    knobs: Knobs,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+    if knobs.multishot && knobs.detached {
+        return Err(
+            "--kernel multishot already reads beside every send: drop detached-send".into(),
+        );
+    }
     // io_uring parks a blocking socket's accept on poll by itself; a nonblocking one only adds a
     // way for EAGAIN to reach us.
     listener
@@ -50,7 +186,7 @@ pub fn spawn(
     let upstreams: &'static [SockAddr] =
         Vec::leak(upstreams.into_iter().map(SockAddr::from).collect());
     crate::serve::spawn_accepters(listener, threads, cpus, "raw-relay", move |l, cpu| {
-        thread_main(cpu, l, upstreams)
+        thread_main(cpu, l, upstreams, knobs)
     })
 }
 
@@ -58,6 +194,7 @@ fn thread_main(
     cpu: Option<usize>,
     listener: std::net::TcpListener,
     upstreams: &'static [SockAddr],
+    knobs: Knobs,
 ) -> io::Result<()> {
     if let Some(id) = cpu {
         if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
@@ -77,12 +214,23 @@ fn thread_main(
             IoUring::new(RING_ENTRIES)?
         }
     };
+    if knobs.fixed {
+        ring.submitter()
+            .register_files_sparse(2 * MAX_SLOTS as u32)?;
+    }
+    let bufs = if knobs.multishot {
+        Some(BufRing::new(&ring.submitter())?)
+    } else {
+        None
+    };
     let mut w = Worker {
         listener: listener.as_raw_fd(),
         upstreams,
         next_upstream: 0,
         conns: Vec::new(),
         free: Vec::new(),
+        knobs,
+        bufs,
     };
     let res = event_loop(&mut ring, &mut w);
     // Ops may still be in flight into the buffers, and dropping the ring does not wait for the
@@ -114,6 +262,11 @@ struct Conn {
     /// Pipelined request bytes that arrived after the forwarded head, kept at `buf[..base]`
     /// while the response passes through `buf[base..]`.
     base: u32,
+    /// Multishot mode: ops of this slot in flight (the slot is freed when it drops to 0 after
+    /// `closing`), the Recv tag whose data the state machine waits for (0: none).
+    inflight: u8,
+    wait: u8,
+    closing: bool,
 }
 
 const _: () = assert!(
@@ -121,9 +274,11 @@ const _: () = assert!(
     "Conn outgrew its cache line"
 );
 
-/// What a connection waits for next. Each connection has exactly one op in flight at any time,
-/// so a slot is freed only in the completion of its last op and no stale completion can reach a
-/// slot that was reused: no generation counter needed.
+/// What a connection waits for next. Each connection has exactly one op in flight at any time
+/// (with `--kernel multishot`, `Conn::inflight` counts them), so a slot is freed only in the
+/// completion of its last op and no stale completion can reach a slot that was reused: no
+/// generation counter needed. (A detached send's completion is ignored; its buffer is never
+/// freed, so it cannot outlive what it reads.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
     RecvClient,
@@ -144,6 +299,9 @@ impl Conn {
             done: 0,
             req_len: 0,
             base: 0,
+            inflight: 0,
+            wait: 0,
+            closing: false,
         }
     }
 
@@ -311,6 +469,8 @@ struct Worker {
     next_upstream: usize,
     conns: Vec<Conn>,
     free: Vec<u32>,
+    knobs: Knobs,
+    bufs: Option<BufRing>,
 }
 
 fn event_loop(ring: &mut IoUring, w: &mut Worker) -> io::Result<()> {
@@ -327,7 +487,10 @@ fn event_loop(ring: &mut IoUring, w: &mut Worker) -> io::Result<()> {
         }
         cq.sync();
         for cqe in &mut cq {
-            w.complete(&mut q, cqe.user_data(), cqe.result())?;
+            w.complete(&mut q, cqe.user_data(), cqe.result(), cqe.flags())?;
+        }
+        if let Some(b) = &w.bufs {
+            b.publish();
         }
         // Hand the reaped entries back now: the kernel counts unreaped ones as ready, and would
         // return from the next wait at once.
@@ -354,6 +517,19 @@ fn set_nodelay(fd: RawFd) {
     }
 }
 
+/// Builds `$op` on the connection's socket: its registered index with `fixed`, else its fd.
+macro_rules! on_fd {
+    ($fixed:expr, $fd:expr, $idx:expr, |$t:ident| $body:expr) => {
+        if $fixed {
+            let $t = types::Fixed($idx);
+            $body
+        } else {
+            let $t = types::Fd($fd);
+            $body
+        }
+    };
+}
+
 impl Worker {
     fn arm_accept(&mut self, q: &mut Queue) -> io::Result<()> {
         let e = opcode::Accept::new(
@@ -368,17 +544,117 @@ impl Worker {
         unsafe { q.push(&e) }
     }
 
-    fn complete(&mut self, q: &mut Queue, ud: u64, res: i32) -> io::Result<()> {
+    fn complete(&mut self, q: &mut Queue, ud: u64, res: i32, flags: u32) -> io::Result<()> {
         let slot = (ud >> 3) as usize;
         match ud & 7 {
             ACCEPT => self.accepted(q, res),
             ACCEPT_BACKOFF => self.arm_accept(q),
             CLOSE => Ok(()),
+            tag if self.knobs.multishot => self.complete_multishot(q, slot, tag, res, flags),
             tag => {
                 let next = self.advance(slot, tag, res);
                 self.issue(q, slot, next)
             }
         }
+    }
+
+    fn complete_multishot(
+        &mut self,
+        q: &mut Queue,
+        slot: usize,
+        tag: u64,
+        res: i32,
+        flags: u32,
+    ) -> io::Result<()> {
+        let recv = tag == CLIENT_RECV || tag == UPSTREAM_RECV;
+        let more = recv && io_uring::cqueue::more(flags);
+        if !more {
+            self.conns[slot].inflight -= 1;
+        }
+        let mut next = None;
+        if recv {
+            if let Some(bid) = io_uring::cqueue::buffer_select(flags) {
+                let bufs = self.bufs.as_mut().expect("multishot has a buffer ring");
+                let src = bufs.buf(bid);
+                let c = &mut self.conns[slot];
+                if res > 0 && !c.closing {
+                    let n = res as u32;
+                    if c.wait as u64 != tag {
+                        // Bytes the state machine is not waiting for (a pipelined request):
+                        // more than this relay frames.
+                        next = Some(Next::Close);
+                    } else {
+                        let (at, room) = if tag == CLIENT_RECV {
+                            (c.filled as usize, BUF as u32 - c.filled)
+                        } else {
+                            ((c.base + c.filled) as usize, c.upstream_recv_len())
+                        };
+                        if n > room {
+                            next = Some(Next::Close);
+                        } else {
+                            // SAFETY: the kernel wrote n bytes into buffer bid.
+                            let data = unsafe { std::slice::from_raw_parts(src, n as usize) };
+                            c.buf()[at..at + n as usize].copy_from_slice(data);
+                            c.wait = 0;
+                            next = Some(if tag == CLIENT_RECV {
+                                c.client_received(n)
+                            } else {
+                                c.upstream_received(n)
+                            });
+                        }
+                    }
+                }
+                bufs.give(bid);
+            } else if res == -libc::ENOBUFS && !more && !self.conns[slot].closing {
+                // Ran dry: the buffers come back at the end of this batch; listen again.
+                self.arm_recv(q, slot, tag)?;
+                return Ok(());
+            } else if !self.conns[slot].closing {
+                next = Some(Next::Close); // EOF or error
+            }
+            if next.is_none() && !more && !self.conns[slot].closing {
+                self.arm_recv(q, slot, tag)?;
+            }
+        } else if !self.conns[slot].closing {
+            let c = &mut self.conns[slot];
+            next = Some(if res < 0 || (res == 0 && tag != CONNECT) {
+                Next::Close
+            } else {
+                match tag {
+                    CONNECT => {
+                        self.arm_recv(q, slot, CLIENT_RECV)?;
+                        self.arm_recv(q, slot, UPSTREAM_RECV)?;
+                        Next::RecvClient
+                    }
+                    UPSTREAM_SEND => c.upstream_sent(res as u32),
+                    CLIENT_SEND => c.client_sent(res as u32),
+                    _ => Next::Close,
+                }
+            });
+        }
+        if let Some(n) = next {
+            self.issue(q, slot, n)?;
+        }
+        if self.conns[slot].closing && self.conns[slot].inflight == 0 {
+            self.release(q, slot)?;
+        }
+        Ok(())
+    }
+
+    fn arm_recv(&mut self, q: &mut Queue, slot: usize, tag: u64) -> io::Result<()> {
+        let fixed = self.knobs.fixed;
+        let c = &mut self.conns[slot];
+        let (fd, idx) = if tag == CLIENT_RECV {
+            (c.client, 2 * slot as u32)
+        } else {
+            (c.upstream, 2 * slot as u32 + 1)
+        };
+        c.inflight += 1;
+        let e = on_fd!(fixed, fd, idx, |t| opcode::RecvMulti::new(t, PBUF_GROUP)
+            .build()
+            .user_data(user_data(slot, tag)));
+        // SAFETY: the buffers belong to the ring's registered group, mapped for the thread's life.
+        unsafe { q.push(&e) }
     }
 
     fn accepted(&mut self, q: &mut Queue, res: i32) -> io::Result<()> {
@@ -419,13 +695,24 @@ impl Worker {
                 s
             }
             None => {
+                if self.knobs.fixed && self.conns.len() == MAX_SLOTS {
+                    self.close_fd(q, upstream)?;
+                    return self.close_fd(q, client);
+                }
                 self.conns.push(Conn::new(client, upstream, None));
                 self.conns.len() - 1
             }
         };
-        let e = opcode::Connect::new(types::Fd(upstream), up.as_ptr(), up.len())
-            .build()
-            .user_data(user_data(slot, CONNECT));
+        if self.knobs.fixed {
+            q.submitter
+                .register_files_update(2 * slot as u32, &[client, upstream])?;
+        }
+        self.conns[slot].inflight = 1;
+        let e = on_fd!(self.knobs.fixed, upstream, 2 * slot as u32 + 1, |t| {
+            opcode::Connect::new(t, up.as_ptr(), up.len())
+                .build()
+                .user_data(user_data(slot, CONNECT))
+        });
         // SAFETY: the address is in the leaked, never freed upstream list.
         unsafe { q.push(&e) }
     }
@@ -449,50 +736,112 @@ impl Worker {
     }
 
     fn issue(&mut self, q: &mut Queue, slot: usize, next: Next) -> io::Result<()> {
+        let Knobs {
+            fixed,
+            multishot,
+            poll_first: pf,
+            ..
+        } = self.knobs;
         let c = &mut self.conns[slot];
-        let (client, upstream) = (types::Fd(c.client), types::Fd(c.upstream));
+        let (client, upstream) = (c.client, c.upstream);
+        let (ci, ui) = (2 * slot as u32, 2 * slot as u32 + 1);
         let e = match next {
+            Next::RecvClient if multishot => {
+                c.wait = CLIENT_RECV as u8;
+                return Ok(());
+            }
+            Next::RecvUpstream if multishot => {
+                c.wait = UPSTREAM_RECV as u8;
+                return Ok(());
+            }
             Next::RecvClient => {
                 let at = c.filled as usize;
                 let len = (BUF - at) as u32;
-                opcode::Recv::new(client, c.buf()[at..].as_mut_ptr(), len)
+                let ptr = c.buf()[at..].as_mut_ptr();
+                let e = on_fd!(fixed, client, ci, |t| opcode::Recv::new(t, ptr, len)
                     .build()
-                    .user_data(user_data(slot, CLIENT_RECV))
+                    .user_data(user_data(slot, CLIENT_RECV)));
+                if pf {
+                    poll_first(e)
+                } else {
+                    e
+                }
+            }
+            Next::SendUpstream if self.knobs.detached && c.done == 0 && c.filled == c.req_len => {
+                let len = c.req_len;
+                let ptr = c.buf().as_ptr();
+                // Its completion is ignored as a close's is; loopback sends this small are whole.
+                let e = on_fd!(fixed, upstream, ui, |t| opcode::Send::new(t, ptr, len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(user_data(slot, CLOSE)));
+                // SAFETY: as below; the buffer is never freed.
+                unsafe { q.push(&e)? };
+                let next = c.upstream_sent(len);
+                return self.issue(q, slot, next);
             }
             Next::SendUpstream => {
                 let (at, len) = (c.done as usize, c.req_len - c.done);
-                opcode::Send::new(upstream, c.buf()[at..].as_ptr(), len)
+                let ptr = c.buf()[at..].as_ptr();
+                on_fd!(fixed, upstream, ui, |t| opcode::Send::new(t, ptr, len)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
-                    .user_data(user_data(slot, UPSTREAM_SEND))
+                    .user_data(user_data(slot, UPSTREAM_SEND)))
             }
             Next::RecvUpstream => {
                 let at = (c.base + c.filled) as usize;
                 let len = c.upstream_recv_len();
-                opcode::Recv::new(upstream, c.buf()[at..].as_mut_ptr(), len)
+                let ptr = c.buf()[at..].as_mut_ptr();
+                let e = on_fd!(fixed, upstream, ui, |t| opcode::Recv::new(t, ptr, len)
                     .build()
-                    .user_data(user_data(slot, UPSTREAM_RECV))
+                    .user_data(user_data(slot, UPSTREAM_RECV)));
+                if pf {
+                    poll_first(e)
+                } else {
+                    e
+                }
             }
             Next::SendClient => {
                 let (at, len) = ((c.base + c.done) as usize, c.filled - c.done);
-                opcode::Send::new(client, c.buf()[at..].as_ptr(), len)
+                let ptr = c.buf()[at..].as_ptr();
+                on_fd!(fixed, client, ci, |t| opcode::Send::new(t, ptr, len)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
-                    .user_data(user_data(slot, CLIENT_SEND))
+                    .user_data(user_data(slot, CLIENT_SEND)))
             }
-            Next::Close => {
-                let (client, upstream) = (c.client, c.upstream);
-                // The op that brought us here was this slot's only one, so nothing in flight
-                // still points into it.
-                self.free.push(slot as u32);
-                self.close_fd(q, client)?;
-                return self.close_fd(q, upstream);
+            Next::Close if multishot => {
+                c.closing = true;
+                c.wait = 0;
+                // Ends both multishot receives (they see EOF); the slot is released when the
+                // last op of it completes.
+                // SAFETY: plain shutdown(2) on our own sockets.
+                unsafe {
+                    libc::shutdown(client, libc::SHUT_RDWR);
+                    libc::shutdown(upstream, libc::SHUT_RDWR);
+                }
+                return Ok(());
             }
+            Next::Close => return self.release(q, slot),
         };
+        if multishot {
+            c.inflight += 1;
+        }
         // SAFETY: the buffer is boxed, so it stays put when `conns` grows, and it is neither
         // freed nor reused before this op completes: the slot stays taken until then (one op in
         // flight per connection) and a freed slot keeps its buffer for the next connection.
         unsafe { q.push(&e) }
+    }
+
+    /// Closes both sockets of `slot`, which has no op in flight, and frees it.
+    fn release(&mut self, q: &mut Queue, slot: usize) -> io::Result<()> {
+        let (client, upstream) = (self.conns[slot].client, self.conns[slot].upstream);
+        if self.knobs.fixed {
+            q.submitter
+                .register_files_update(2 * slot as u32, &[-1, -1])?;
+        }
+        self.free.push(slot as u32);
+        self.close_fd(q, client)?;
+        self.close_fd(q, upstream)
     }
 
     fn close_fd(&mut self, q: &mut Queue, fd: RawFd) -> io::Result<()> {

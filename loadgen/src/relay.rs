@@ -16,10 +16,10 @@ use crate::runtime;
 
 const BUF: usize = 16 * 1024;
 
-/// Runs `relay` (on monoio) or, with `raw`, `raw-relay` (io_uring by hand, `crate::raw_relay`)
-/// until killed.
+/// Runs `relay` (on monoio) or, with `raw`, `raw-relay` (io_uring by hand, `crate::raw_relay`,
+/// with its kernel variants) until killed.
 pub fn relay(
-    raw: bool,
+    raw: Option<crate::raw_relay::Knobs>,
     bind: SocketAddr,
     upstreams: Vec<SocketAddr>,
     threads: usize,
@@ -29,8 +29,8 @@ pub fn relay(
     let local = listener
         .local_addr()
         .map_err(|e| format!("listener: {e}"))?;
-    let handles = if raw {
-        crate::raw_relay::spawn(listener, upstreams, threads, cpus.as_deref())?
+    let handles = if let Some(knobs) = raw {
+        crate::raw_relay::spawn(listener, upstreams, threads, cpus.as_deref(), knobs)?
     } else {
         // The same ring setup as Ringway's workers, so the floor is comparable. Set before any
         // thread starts.

@@ -6,11 +6,10 @@
 mod common;
 
 use common::*;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 /// `simple_config` with its listener terminating TLS with `cert`; `tls_extra` goes into the
 /// listener's `tls` table.
@@ -46,46 +45,6 @@ impl Site {
             _dir: dir,
         }
     }
-}
-
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-fn client_config(
-    roots: &[&Cert],
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> Arc<rustls::ClientConfig> {
-    let mut store = rustls::RootCertStore::empty();
-    for c in roots {
-        store.add(c.der.clone()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .with_root_certificates(store)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(cfg)
-}
-
-/// Connects and completes the handshake for `name`, trusting only `roots`.
-fn tls_connect(addr: SocketAddr, name: &str, roots: &[&Cert]) -> Result<Tls, std::io::Error> {
-    tls_connect_with(addr, name, client_config(roots, rustls::DEFAULT_VERSIONS))
-}
-
-fn tls_connect_with(
-    addr: SocketAddr,
-    name: &str,
-    cfg: Arc<rustls::ClientConfig>,
-) -> Result<Tls, std::io::Error> {
-    let conn = rustls::ClientConnection::new(cfg, ServerName::try_from(name.to_string()).unwrap())
-        .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, connect(addr));
-    while tls.conn.is_handshaking() {
-        tls.conn.complete_io(&mut tls.sock)?;
-    }
-    Ok(tls)
 }
 
 fn peer_cert(tls: &Tls) -> CertificateDer<'static> {

@@ -593,6 +593,11 @@ impl Validator<'_> {
                 u.body_timeout.as_ref(),
                 Duration::from_secs(60),
             )?,
+            tunnel_timeout: self.duration(
+                &format!("{key}.tunnel_timeout"),
+                u.tunnel_timeout.as_ref(),
+                Duration::from_secs(300),
+            )?,
             idle_timeout: self.duration(
                 &format!("{key}.idle_timeout"),
                 u.idle_timeout.as_ref(),

@@ -223,6 +223,9 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub body_timeout: Duration,
+    /// An upgraded connection (WebSocket, after its 101) closes after this long without a byte
+    /// either way.
+    pub tunnel_timeout: Duration,
     /// Pooled connections idle longer than this are closed (keep it below the upstream's own
     /// keep-alive timeout so we never pick one the upstream is closing).
     pub idle_timeout: Duration,

@@ -165,6 +165,7 @@ pub struct RawUpstream {
     pub connect_timeout: Option<String>,
     pub response_timeout: Option<String>,
     pub body_timeout: Option<String>,
+    pub tunnel_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_idle: Option<i64>,
     pub hash_key: Option<String>,

@@ -69,15 +69,24 @@ async fn connect<'a>(
     None
 }
 
-async fn relay(worker: &WorkerCtx, client: TcpStream, upstream: TcpStream, idle: Duration) {
+/// Copies both ways between `client` and `upstream` until both directions are closed or
+/// neither moved for `idle`; returns the bytes the client was sent. Also the tunnel of an
+/// upgraded HTTP connection (`proxy::upgrade`).
+pub(crate) async fn relay(
+    worker: &WorkerCtx,
+    client: TcpStream,
+    upstream: TcpStream,
+    idle: Duration,
+) -> u64 {
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
     let activity = Cell::new(Instant::now());
     let quiet = RefCell::new(Canceller::new());
+    let (up, down) = (Cell::new(0), Cell::new(0));
     let both = async {
         monoio::join!(
-            pump(worker, &mut cr, &mut uw, &activity, &quiet),
-            pump(worker, &mut ur, &mut cw, &activity, &quiet)
+            pump(worker, &mut cr, &mut uw, &activity, &quiet, &up),
+            pump(worker, &mut ur, &mut cw, &activity, &quiet, &down)
         );
     };
     // Reads carry no timeout of their own (dropping a pending read can lose bytes); a watchdog
@@ -86,12 +95,13 @@ async fn relay(worker: &WorkerCtx, client: TcpStream, upstream: TcpStream, idle:
         _ = both => {}
         _ = watchdog(&activity, idle, &quiet) => {}
     }
+    down.get()
 }
 
 /// Ends the relay after `idle` without a byte either way; after `LEAN_AFTER` of quiet it
 /// cancels the pending reads once, so that both directions give their buffers back and wait
 /// for readability instead (see `pump`).
-async fn watchdog(activity: &Cell<Instant>, idle: Duration, quiet: &RefCell<Canceller>) {
+pub(crate) async fn watchdog(activity: &Cell<Instant>, idle: Duration, quiet: &RefCell<Canceller>) {
     let step = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     // The activity stamp at which the reads were last cancelled.
     let mut thinned = None;
@@ -110,7 +120,8 @@ async fn watchdog(activity: &Cell<Instant>, idle: Duration, quiet: &RefCell<Canc
     }
 }
 
-/// Copies one direction until EOF (then half-closes the other side) or an error.
+/// Copies one direction until EOF (then half-closes the other side) or an error, counting
+/// the bytes written in `copied`.
 ///
 /// The buffer comes from the worker's free list and goes back to it whenever this direction
 /// is quiet: a relayed connection that idles holds no buffer, where one per direction held for
@@ -123,6 +134,7 @@ async fn pump(
     w: &mut TcpOwnedWriteHalf,
     activity: &Cell<Instant>,
     quiet: &RefCell<Canceller>,
+    copied: &Cell<u64>,
 ) {
     let mut buf = Vec::new();
     let mut lean = true;
@@ -152,8 +164,9 @@ async fn pump(
                 activity.set(Instant::now());
                 let (res, b) = w.write_all(buf).await;
                 buf = b;
-                if res.is_err() {
-                    break;
+                match res {
+                    Ok(n) => copied.set(copied.get() + n as u64),
+                    Err(_) => break,
                 }
                 activity.set(Instant::now());
             }

@@ -4,7 +4,7 @@
 
 use super::frame::FramePool;
 use super::head::ClientInfo;
-use super::state::{CoreState, StateCell};
+use super::state::{CoreState, StateCell, WorkerCtx};
 use crate::deadline::{Phase, Watch};
 use crate::http::request::RequestHead;
 use crate::tls::TlsClient;
@@ -13,6 +13,7 @@ use monoio::net::TcpStream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 pub trait ClientStream: AsyncReadRent + AsyncWriteRent + AsRawFd {
     /// The connection is TLS: the scheme forwarded upstream is https.
@@ -37,6 +38,16 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent + AsRawFd {
         pool: &'p FramePool,
         fut: F,
     ) -> impl Future<Output = F::Output> + Unpin + 'p;
+
+    /// Relays bytes both ways between this client and `upstream` (an upgraded connection,
+    /// after its 101) until both directions end or neither moves for `idle`. Returns the bytes
+    /// the client was sent.
+    fn tunnel(
+        &mut self,
+        upstream: TcpStream,
+        worker: &WorkerCtx,
+        idle: Duration,
+    ) -> impl Future<Output = u64>;
 
     /// Its requests go to the access log (`proxy::logged`). The hooks below do nothing
     /// elsewhere, and their callers test this constant first, so an unlogged connection's
@@ -99,6 +110,15 @@ impl ClientStream for TcpStream {
     ) -> impl Future<Output = F::Output> + Unpin + 'p {
         pool.frame(fut)
     }
+
+    /// The L4 relay, on a second descriptor of the socket: it takes its streams by value to
+    /// split them, and the connection's task still owns this one.
+    async fn tunnel(&mut self, upstream: TcpStream, worker: &WorkerCtx, idle: Duration) -> u64 {
+        match super::upgrade::dup_socket(self) {
+            Some(client) => crate::l4::relay(worker, client, upstream, idle).await,
+            None => 0,
+        }
+    }
 }
 
 impl ClientStream for TlsClient {
@@ -125,5 +145,14 @@ impl ClientStream for TlsClient {
         fut: F,
     ) -> impl Future<Output = F::Output> + Unpin + 'p {
         Box::pin(fut)
+    }
+
+    fn tunnel(
+        &mut self,
+        upstream: TcpStream,
+        worker: &WorkerCtx,
+        idle: Duration,
+    ) -> impl Future<Output = u64> {
+        crate::tls::tunnel(self, upstream, worker, idle)
     }
 }

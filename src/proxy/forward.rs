@@ -430,6 +430,19 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                             Outcome::Success(rtt())
                         },
                     );
+                    if resp.status == 101 {
+                        crate::hint::cold();
+                        let tunnel = super::upgrade::tunnel(
+                            state,
+                            self.client,
+                            self.cw,
+                            &mut self.ubuf,
+                            self.rbuf,
+                            conn,
+                            cfg,
+                        );
+                        break 'attempt Ok(Box::pin(tunnel).await);
+                    }
 
                     if let Some(c) = self.plan.cache.ctx() {
                         match c.take_store_plan() {
@@ -741,6 +754,19 @@ fn response_plan(
             Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
                 let n = head.head_len;
                 ubuf.consume(n);
+            }
+            Ok(Some(head)) if head.status == 101 && plan.upgrade => {
+                // Passed on as it came (its Upgrade and Connection lines are the answer to the
+                // client's offer); the tunnel sends it.
+                return Ok(Some(ResponsePlan {
+                    status: 101,
+                    body: Body::None,
+                    framing: OutFraming::NoBody,
+                    encode: Encode::Raw,
+                    reusable: false,
+                    keep: false,
+                    verbatim_head: head.head_len,
+                }));
             }
             Ok(Some(head)) if head.status == 101 => {
                 return Err(HeadError::Bad("upstream switched protocols unasked"))

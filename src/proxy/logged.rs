@@ -6,7 +6,7 @@
 use super::client::ClientStream;
 use super::frame::FramePool;
 use super::head::ClientInfo;
-use super::state::{CoreState, StateCell};
+use super::state::{CoreState, StateCell, WorkerCtx};
 use crate::config::{AccessLog, Action, LogVar, Piece};
 use crate::deadline::Watch;
 use crate::http::headers::raw_fields;
@@ -14,6 +14,7 @@ use crate::http::request::{RequestHead, Version};
 use crate::telemetry::access_log::{push_seconds, push_value};
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
 use monoio::BufResult;
 use std::future::Future;
 use std::io::Write as _;
@@ -274,6 +275,12 @@ impl<S: ClientStream> ClientStream for Logged<S> {
 
     fn close(&mut self, watch: &Watch, cell: &StateCell) -> impl Future<Output = ()> {
         self.inner.close(watch, cell)
+    }
+
+    async fn tunnel(&mut self, upstream: TcpStream, worker: &WorkerCtx, idle: Duration) -> u64 {
+        let n = self.inner.tunnel(upstream, worker, idle).await;
+        self.rec.bytes += n;
+        n
     }
 
     /// Boxed: the wrapper's own write future sits inside the exchange's, which then no longer

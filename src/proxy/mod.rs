@@ -11,6 +11,7 @@ pub mod logged;
 pub(crate) mod prefetch;
 mod spares;
 pub mod state;
+pub(crate) mod upgrade;
 
 use crate::config::{Action, HashKey, ListenerTls};
 use crate::deadline::{coarse_ms, Phase, Watch};
@@ -68,6 +69,8 @@ pub struct Plan {
     expect_continue: bool,
     head_request: bool,
     idempotent: bool,
+    /// The client's `Upgrade` offer went upstream: a 101 turns the exchange into a tunnel.
+    upgrade: bool,
     /// Response header changes of a gateway route (None on plain routes).
     response_edits: Option<Box<ResponseEdits>>,
     /// Holds a concurrent-request slot of the route's rate limit until the exchange ends.
@@ -565,6 +568,7 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         expect_continue: head.expect_continue,
         head_request: head.method == "HEAD",
         idempotent: head.idempotent(),
+        upgrade: false,
         response_edits: None,
         _limit_guard: None,
         cache: Default::default(),
@@ -600,6 +604,9 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         // One call site: a second would cost the common path its inlining.
         plan.action = plain_action(state, route_idx, head, out, info);
         cache_step.apply(&mut plan, out);
+        if head.conn.upgrade {
+            upgrade::offer(&mut plan, head, out);
+        }
         return plan;
     };
     let ip = info.ip();
@@ -700,6 +707,9 @@ fn plan(state: &CoreState, head: &RequestHead<'_>, out: &mut Vec<u8>, info: &Cli
         }
     };
     cache_step.apply(&mut plan, out);
+    if head.conn.upgrade {
+        upgrade::offer(&mut plan, head, out);
+    }
     plan
 }
 

@@ -4,8 +4,10 @@
 
 mod sni;
 mod stream;
+mod tunnel;
 
 pub use stream::{accept, Accepted, TlsClient};
+pub use tunnel::tunnel;
 
 use rustls::crypto::ring::default_provider;
 use rustls::pki_types::pem::PemObject;

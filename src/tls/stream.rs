@@ -152,6 +152,18 @@ impl TlsClient {
         Ok(())
     }
 
+    /// Hands over the ciphertext received that rustls has not taken yet, and whether the
+    /// socket has ended (for the tunnel, `super::tunnel`).
+    pub(super) fn take_unread(&mut self) -> (Vec<u8>, bool) {
+        let rest = self.rbuf[self.rstart..].to_vec();
+        self.rstart = self.rbuf.len();
+        (rest, self.eof)
+    }
+
+    pub(super) fn connection(&mut self) -> &mut ServerConnection {
+        &mut self.conn
+    }
+
     /// Sends close_notify, so the client can tell the end of a response delimited by the
     /// close from a truncation.
     pub async fn close_notify(&mut self) -> io::Result<()> {

@@ -45,6 +45,50 @@ pub fn make_cert(dir: &Path, stem: &str, names: &[&str]) -> Cert {
     }
 }
 
+/// A rustls client connection over a std socket, for tests that speak TLS to Ringway.
+pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+pub fn client_config(
+    roots: &[&Cert],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store.add(c.der.clone()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// Connects and completes the handshake for `name`, trusting only `roots`.
+pub fn tls_connect(addr: SocketAddr, name: &str, roots: &[&Cert]) -> Result<Tls, std::io::Error> {
+    tls_connect_with(addr, name, client_config(roots, rustls::DEFAULT_VERSIONS))
+}
+
+pub fn tls_connect_with(
+    addr: SocketAddr,
+    name: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<Tls, std::io::Error> {
+    let conn = rustls::ClientConnection::new(
+        cfg,
+        rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
+    )
+    .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, connect(addr));
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
 /// Sums the per-worker statistics lines printed at exit: (requests, opened, reused).
 pub fn worker_stats(stderr: &str) -> (u64, u64, u64) {
     let mut t = (0, 0, 0);

@@ -8,21 +8,7 @@ mod common;
 use common::*;
 use rustls::pki_types::CertificateDer;
 use std::io::{BufReader, Read, Write};
-use std::net::SocketAddr;
 use std::path::Path;
-
-/// `simple_config` with its listener terminating TLS with `cert`; `tls_extra` goes into the
-/// listener's `tls` table.
-fn tls_config(servers: &[SocketAddr], cert: &Cert, tls_extra: &str) -> String {
-    simple_config(servers, "", "").replacen(
-        "bind = \"127.0.0.1:0\"\n",
-        &format!(
-            "bind = \"127.0.0.1:0\"\n[listener.tls]\ncert = {:?}\nkey = {:?}\n{tls_extra}\n",
-            cert.cert, cert.key
-        ),
-        1,
-    )
-}
 
 /// Ringway terminating TLS for "localhost" in front of `up`, with `tls_extra` in its `tls`
 /// table; the certificate's folder lives as long as it does.

@@ -1,8 +1,9 @@
 //! WebSocket (HTTP/1.1 Upgrade) through the real binary, with tungstenite as both the client
 //! and a real upstream: the handshake reaches the upstream with its offer, messages pass both
-//! ways (one larger than any buffer), the upstream's first frame right behind its 101
-//! arrives, closes pass on in both directions, over TLS too; an upstream that declines
-//! answers as a plain request on a connection that stays usable; an idle tunnel closes after
+//! ways (one larger than any buffer), closes pass on in both directions, over TLS too; bytes
+//! sent in the same write as either side's head cross the tunnel; only `websocket` is offered
+//! upstream and only its 101 tunnelled; an upstream that declines answers as a plain request
+//! on a client connection that stays usable (its own is not reused); an idle tunnel closes after
 //! `tunnel_timeout`; a gateway route's auth checks the handshake; the access log records the
 //! 101; and a broken `tunnel_timeout` is refused by key.
 
@@ -175,15 +176,7 @@ fn websocket_over_tls_passes_messages_and_closes() {
     let up = WsUpstream::start();
     let dir = TempDir::new();
     let cert = make_cert(&dir.0, "site", &["localhost"]);
-    let config = simple_config(&[up.addr], "", "").replacen(
-        "bind = \"127.0.0.1:0\"\n",
-        &format!(
-            "bind = \"127.0.0.1:0\"\n[listener.tls]\ncert = {:?}\nkey = {:?}\n",
-            cert.cert, cert.key
-        ),
-        1,
-    );
-    let rw = Ringway::start(&config);
+    let rw = Ringway::start(&tls_config(&[up.addr], &cert, ""));
     let tls = tls_connect(rw.addr(), "localhost", &[&cert]).unwrap();
     tls.sock
         .set_read_timeout(Some(Duration::from_secs(20)))
@@ -219,6 +212,8 @@ fn an_upstream_that_declines_answers_a_plain_response_on_a_connection_that_stays
     assert_eq!(resp.status, 200);
     let seen = up.wait_requests(2);
     assert_eq!(seen[1].header("upgrade"), None);
+    // Nor is the upstream connection that declined trusted with it: it may have half switched.
+    assert_ne!(seen[0].conn, seen[1].conn);
 }
 
 #[test]
@@ -314,4 +309,113 @@ fn a_broken_tunnel_timeout_is_refused_naming_the_key() {
         assert!(out.contains("upstream.app.tunnel_timeout"), "{out}");
         assert!(out.contains(why), "{why}: {out}");
     }
+}
+
+/// An upstream speaking bytes, not WebSocket frames: it records each request head, answers
+/// `reply` (a 101 head) with `UPSTREAM-FIRST` behind it in the same write, then echoes every
+/// byte it gets until the client half-closes.
+fn raw_tunnel_upstream(reply: &'static str) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let seen = seen.clone();
+            thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let Ok((first, headers)) = read_head(&mut r) else {
+                    return;
+                };
+                let head: Vec<String> = headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+                seen.lock()
+                    .unwrap()
+                    .push(format!("{first}\n{}", head.join("\n")));
+                if s.write_all(format!("{reply}UPSTREAM-FIRST").as_bytes())
+                    .is_err()
+                {
+                    return;
+                }
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+const SWITCH: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+const OFFER: &str = "GET /raw HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// Sends the offer with `CLIENT-FIRST` behind it in one write, then checks that the bytes
+/// each side sent with its head cross the tunnel (the upstream's first, then the client's,
+/// echoed), that later bytes do too, and that the client's half-close ends it all.
+fn early_bytes_cross<S: Read + Write>(mut s: S) {
+    s.write_all(format!("{OFFER}CLIENT-FIRST").as_bytes())
+        .unwrap();
+    let mut r = BufReader::new(s);
+    let (status, _) = read_head(&mut r).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    let mut got = [0u8; 26];
+    r.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"UPSTREAM-FIRSTCLIENT-FIRST");
+    r.get_mut().write_all(b"later").unwrap();
+    let mut got = [0u8; 5];
+    r.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"later");
+}
+
+#[test]
+fn bytes_sent_with_either_head_cross_the_tunnel() {
+    let (addr, heads) = raw_tunnel_upstream(SWITCH);
+    let rw = Ringway::start(&simple_config(&[addr], "", ""));
+    let s = connect(rw.addr());
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    early_bytes_cross(s.try_clone().unwrap());
+    // The client's half-close reaches the upstream, which closes: the client sees the end.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(closed_by_peer(&mut &s));
+    assert_eq!(heads.lock().unwrap().len(), 1);
+
+    // The same over TLS.
+    let dir = TempDir::new();
+    let cert = make_cert(&dir.0, "site", &["localhost"]);
+    let rw = Ringway::start(&tls_config(&[addr], &cert, ""));
+    let tls = tls_connect(rw.addr(), "localhost", &[&cert]).unwrap();
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    early_bytes_cross(tls);
+}
+
+#[test]
+fn only_websocket_is_offered_upstream_and_only_its_101_is_tunnelled() {
+    // h2c above all: a tunnel to it would carry requests no route or auth of Ringway sees.
+    let up = Upstream::start("plain");
+    let rw = Ringway::start(&simple_config(&[up.addr], "", ""));
+    for offer in [
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+         HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket, h2c\r\n\r\n",
+        "OPTIONS / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    ] {
+        assert_eq!(raw_exchange(rw.addr(), offer.as_bytes()).status, 200);
+    }
+    for r in up.wait_requests(3) {
+        assert_eq!(r.header("upgrade"), None, "{}", r.raw_head);
+        assert_eq!(r.header("http2-settings"), None, "{}", r.raw_head);
+    }
+    // An upstream switching to another protocol than the one offered is refused.
+    let (addr, _) = raw_tunnel_upstream(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+    );
+    let rw = Ringway::start(&simple_config(&[addr], "", ""));
+    assert_eq!(raw_exchange(rw.addr(), OFFER.as_bytes()).status, 502);
 }

@@ -755,7 +755,11 @@ fn response_plan(
                 let n = head.head_len;
                 ubuf.consume(n);
             }
-            Ok(Some(head)) if head.status == 101 && plan.upgrade => {
+            Ok(Some(head))
+                if head.status == 101
+                    && plan.upgrade
+                    && super::upgrade::names_websocket(head.headers) =>
+            {
                 // Passed on as it came (its Upgrade and Connection lines are the answer to the
                 // client's offer); the tunnel sends it.
                 return Ok(Some(ResponsePlan {
@@ -823,7 +827,9 @@ fn response_plan(
                     body: head.body,
                     framing,
                     encode,
-                    reusable: head.reusable,
+                    // An upstream that declined an upgrade may still have half switched: its
+                    // connection is not trusted with another client's request.
+                    reusable: head.reusable && !plan.upgrade,
                     keep,
                     verbatim_head,
                 };

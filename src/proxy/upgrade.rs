@@ -1,7 +1,8 @@
-//! HTTP/1.1 protocol upgrades (WebSocket): the request's `Upgrade` offer goes upstream, and
+//! WebSockets (the HTTP/1.1 Upgrade to `websocket`): the request's offer goes upstream, and
 //! after the upstream's 101 Switching Protocols the two connections become a tunnel that
-//! passes bytes both ways until either side ends it or it idles past the upstream's
-//! `tunnel_timeout`.
+//! passes bytes both ways until both sides end it or it idles past the upstream's
+//! `tunnel_timeout`. No other protocol is offered upstream: a tunnel to anything else (h2c
+//! above all) would carry requests that no route, auth or rate limit of Ringway's ever sees.
 
 use super::body;
 use super::client::ClientStream;
@@ -11,12 +12,14 @@ use crate::deadline::Watch;
 use crate::http::buf::ConnBuf;
 use crate::http::request::{Body, RequestHead, Version};
 use crate::upstream::UpstreamConn;
+use httparse::Header;
 
-/// Offers the client's upgrade upstream when the request can carry one: HTTP/1.1, no body
-/// (the tunnel's bytes follow the head), forwarded, and not on a cached route. `out` holds the
-/// upstream head, which loses `Upgrade` and `Connection` like every hop-by-hop header; they
-/// are put back here. Otherwise the offer is dropped and the upstream answers the request as
-/// a plain one, as it must when an intermediary does not pass the offer on (RFC 9110 §7.8).
+/// Offers the client's upgrade upstream when it is a WebSocket handshake (RFC 6455 §4.1: a
+/// bodiless HTTP/1.1 GET offering `websocket`), forwarded, and not on a cached route. `out`
+/// holds the upstream head, which loses `Upgrade` and `Connection` like every hop-by-hop
+/// header; they are put back here. Otherwise the offer is dropped and the upstream answers the
+/// request as a plain one, as it must when an intermediary does not pass the offer on (RFC
+/// 9110 §7.8).
 #[cold]
 #[inline(never)]
 pub(super) fn offer(plan: &mut Plan, head: &RequestHead<'_>, out: &mut Vec<u8>) {
@@ -24,24 +27,26 @@ pub(super) fn offer(plan: &mut Plan, head: &RequestHead<'_>, out: &mut Vec<u8>) 
         || plan.cache.is_used()
         || head.version != Version::Http11
         || head.body != Body::None
+        || head.method != "GET"
+        || !names_websocket(head.headers)
     {
         return;
     }
-    let Some(protocols) = head
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
-        .map(|h| h.value.trim_ascii())
-        .filter(|v| !v.is_empty() && v.iter().all(|c| (0x20..0x7f).contains(c) || *c == b'\t'))
-    else {
-        return;
-    };
     // `out` ends with the head's blank line.
     out.truncate(out.len() - 2);
-    out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
-    out.extend_from_slice(protocols);
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
     plan.upgrade = true;
+}
+
+/// The head's Upgrade header offers (or, in a 101, names) exactly `websocket`.
+pub(super) fn names_websocket(headers: &[Header<'_>]) -> bool {
+    let mut upgrades = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"));
+    matches!(
+        (upgrades.next(), upgrades.next()),
+        (Some(h), None) if h.value.trim_ascii().eq_ignore_ascii_case(b"websocket")
+    )
 }
 
 /// After the upstream's 101: sends the client the 101 head and whatever the upstream sent
@@ -59,7 +64,9 @@ pub(super) async fn tunnel<C: ClientStream>(
     // Through `body::write`, as every other answer here: a call of monoio's `write_all` of
     // its own would cost the plain path that function's inlining.
     let mut to_client = ubuf.data().to_vec();
-    ubuf.clear();
+    // The exchange's buffer goes back now: a tunnel may last hours, and keeps its own.
+    let ubuf = std::mem::replace(ubuf, ConnBuf::from_vec(Vec::new()));
+    state.worker.give_buf(ubuf.into_vec());
     if body::write(client, &mut to_client, cw, state.config.http.send_timeout)
         .await
         .is_err()

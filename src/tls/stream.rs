@@ -34,6 +34,9 @@ pub struct TlsClient {
     wbuf: Vec<u8>,
     /// The socket has reported its end.
     eof: bool,
+    /// A tunnel ran on the connection (`super::tunnel`): whatever it ended with, nothing more
+    /// may be written, not even close_notify (the tunnel sent its own, or was cut mid-record).
+    tunnelled: bool,
 }
 
 /// What a new connection turned out to be.
@@ -62,6 +65,7 @@ pub async fn accept(config: Arc<ServerConfig>, tcp: TcpStream) -> io::Result<Acc
         read_size: MIN_READ,
         wbuf: Vec::new(),
         eof: false,
+        tunnelled: false,
     };
     // The client speaks first: its first bytes are looked at before rustls takes them. The
     // wait for them comes first and alone: with the receive submitted before the bytes
@@ -157,6 +161,7 @@ impl TlsClient {
     pub(super) fn take_unread(&mut self) -> (Vec<u8>, bool) {
         let rest = self.rbuf[self.rstart..].to_vec();
         self.rstart = self.rbuf.len();
+        self.tunnelled = true;
         (rest, self.eof)
     }
 
@@ -167,6 +172,9 @@ impl TlsClient {
     /// Sends close_notify, so the client can tell the end of a response delimited by the
     /// close from a truncation.
     pub async fn close_notify(&mut self) -> io::Result<()> {
+        if self.tunnelled {
+            return Ok(());
+        }
         self.conn.send_close_notify();
         self.send_pending().await
     }

@@ -120,7 +120,8 @@ async fn from_client(
 }
 
 /// Upstream to client: reads plaintext, has rustls encrypt it, sends the records. At the
-/// upstream's EOF it sends close_notify, then the FIN.
+/// upstream's EOF it sends close_notify, then the FIN; after an upstream error only the FIN,
+/// so the client can tell the truncation.
 async fn to_client(
     conn: &RefCell<&mut ServerConnection>,
     r: &mut TcpOwnedReadHalf,
@@ -135,8 +136,12 @@ async fn to_client(
         let (res, b) = r.read(plain).await;
         plain = b;
         let n = match res {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => n,
+            Err(_) => {
+                let _ = w.shutdown().await;
+                return;
+            }
         };
         activity.set(Instant::now());
         if encrypt(conn, &plain[..n], &mut records).is_err() {

@@ -45,6 +45,19 @@ pub fn make_cert(dir: &Path, stem: &str, names: &[&str]) -> Cert {
     }
 }
 
+/// `simple_config` with its listener terminating TLS with `cert`; `tls_extra` goes into the
+/// listener's `tls` table.
+pub fn tls_config(servers: &[SocketAddr], cert: &Cert, tls_extra: &str) -> String {
+    simple_config(servers, "", "").replacen(
+        "bind = \"127.0.0.1:0\"\n",
+        &format!(
+            "bind = \"127.0.0.1:0\"\n[listener.tls]\ncert = {:?}\nkey = {:?}\n{tls_extra}\n",
+            cert.cert, cert.key
+        ),
+        1,
+    )
+}
+
 /// A rustls client connection over a std socket, for tests that speak TLS to Ringway.
 pub type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 

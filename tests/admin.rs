@@ -1,24 +1,29 @@
 //! The admin endpoint through the real binary: Prometheus metrics that count what the workers
-//! did (requests, upstream connections opened and reused, cache outcomes, gateway outcomes),
-//! health, answers to other paths and methods, and a broken `admin.bind` refused by key.
+//! did (requests, responses by status class, upstream connections opened and reused, retries,
+//! attempts and failures per server, cache outcomes, gateway outcomes) and the servers' shared
+//! health and ejections, health, answers to other paths and methods, and a broken
+//! `admin.bind` refused by key.
 
 mod common;
 
 use common::*;
 use std::net::SocketAddr;
 
-fn config(up: SocketAddr) -> String {
-    format!(
-        r#"[runtime]
-workers = 2
-
+/// A listener named "main" and the admin endpoint, each on a port the OS picks.
+const LISTENERS: &str = r#"
 [[listener]]
 name = "main"
 bind = "127.0.0.1:0"
 
 [admin]
 bind = "127.0.0.1:0"
+"#;
 
+fn config(up: SocketAddr) -> String {
+    format!(
+        r#"[runtime]
+workers = 2
+{LISTENERS}
 [upstream.app]
 servers = ["{up}"]
 
@@ -282,5 +287,115 @@ fn a_broken_admin_bind_is_refused() {
             assert!(err.contains("admin.bind"), "{err}");
         }
         Ok(_) => panic!("started on an address another process holds"),
+    }
+}
+
+#[test]
+fn metrics_show_statuses_retries_and_server_health() {
+    let up = Upstream::with(|r| {
+        if r.path == "/app/err" {
+            Reply::ok("down for maintenance").status(503)
+        } else {
+            Reply::ok("fine")
+        }
+    });
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let unprobed = format!("127.0.0.1:{}", closed_port());
+    let live = up.addr.to_string();
+    let config = format!(
+        r#"[runtime]
+workers = 1
+{LISTENERS}
+[upstream.app]
+servers = ["{live}", "{dead}"]
+outlier = {{ consecutive_failures = 1, base_ejection = "300s" }}
+
+[upstream.probed]
+servers = ["{unprobed}"]
+health_check = {{ type = "tcp", interval = "20ms", unhealthy_threshold = 1 }}
+
+[[route]]
+match = {{ path_prefix = "/app/" }}
+upstream = "app"
+retry = {{ attempts = 2, on = ["connect"] }}
+"#
+    );
+    let rw = Ringway::start_n(&config, 2, &[]);
+    let (main, admin) = (rw.addrs["main"], rw.addrs["admin"]);
+    // Round-robin sends one of these to the dead server first: its refused connect is retried
+    // on the live one, and ejects the dead one for the rest of the test.
+    for i in 0..4 {
+        let r = raw_exchange(
+            main,
+            format!("GET /app/ok{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let statuses: Vec<u16> = [
+        &b"GET /app/err HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"[..],
+        b"GET /nowhere HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        b"GET / HTTP/9.9 nonsense\r\n\r\n",
+    ]
+    .iter()
+    .map(|req| raw_exchange(main, req).status)
+    .collect();
+    assert_eq!(statuses, [503, 404, 400]);
+
+    let metrics = wait_for(DEADLINE, "every response and the probe in /metrics", || {
+        let t = scrape(admin).text();
+        let probed = format!("upstream=\"probed\",server=\"{unprobed}\"");
+        (sum(&t, "ringway_responses_total", "") == 7
+            && sum(&t, "ringway_upstream_probe_failures_total", &probed) >= 1
+            && t.contains(&format!("ringway_upstream_server_healthy{{{probed}}} 0\n")))
+        .then_some(t)
+    });
+    let class = |c: &str| {
+        sum(
+            &metrics,
+            "ringway_responses_total",
+            &format!("code=\"{c}\""),
+        )
+    };
+    assert_eq!(
+        ["1xx", "2xx", "3xx", "4xx", "5xx"].map(class),
+        [0, 4, 0, 2, 1],
+        "{metrics}"
+    );
+    let at = |server: &str| format!("upstream=\"app\",server=\"{server}\"");
+    assert_eq!(
+        sum(&metrics, "ringway_upstream_requests_total", &at(&live)),
+        5,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum(&metrics, "ringway_upstream_requests_total", &at(&dead)),
+        1
+    );
+    assert_eq!(
+        sum(&metrics, "ringway_upstream_failures_total", &at(&dead)),
+        1
+    );
+    assert_eq!(
+        sum(&metrics, "ringway_upstream_failures_total", &at(&live)),
+        0
+    );
+    assert_eq!(
+        sum(
+            &metrics,
+            "ringway_upstream_retries_total",
+            "upstream=\"app\""
+        ),
+        1
+    );
+    for (series, server, value) in [
+        ("ringway_upstream_server_ejected", &dead, 1),
+        ("ringway_upstream_server_ejected", &live, 0),
+        ("ringway_upstream_ejections_total", &dead, 1),
+        ("ringway_upstream_server_healthy", &live, 1),
+    ] {
+        assert!(
+            metrics.contains(&format!("{series}{{{}}} {value}\n", at(server))),
+            "{series} {server}: {metrics}"
+        );
     }
 }

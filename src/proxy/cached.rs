@@ -331,7 +331,8 @@ pub(super) async fn answer_hit<C: ClientStream>(
         not_modified,
     }) = plan.cache.0.as_deref()
     else {
-        return super::forward::local_error(client, cw, out, 500, "cache hit without entry").await;
+        return super::forward::local_error(state, client, cw, out, 500, "cache hit without entry")
+            .await;
     };
     let not_modified = *not_modified;
     let reply = Reply {
@@ -381,8 +382,10 @@ async fn serve<C: ClientStream>(
         ..
     } = reply;
     if !write_head(out, plan, &reply) {
-        return super::forward::local_error(client, cw, out, 500, "cache entry unreadable").await;
+        return super::forward::local_error(state, client, cw, out, 500, "cache entry unreadable")
+            .await;
     }
+    state.worker.count_head(out);
     let send_timeout = state.config.http.send_timeout;
     let with_body = !plan.head_request && !not_modified && !entry.body.is_empty();
     if with_body && entry.body.len() <= COPY_BODY_MAX {

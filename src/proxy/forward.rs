@@ -430,6 +430,7 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                             Outcome::Success(rtt())
                         },
                     );
+                    state.worker.count_response(resp.status);
                     if resp.status == 101 {
                         crate::hint::cold();
                         let tunnel = super::upgrade::tunnel(
@@ -558,6 +559,7 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                     && (self.resendable || status == 0)
                     && (status == 0 || budget.try_spend())
                 {
+                    crate::telemetry::bump(&self.cluster.retries);
                     continue;
                 }
                 let status = if status == 0 { 502 } else { status };
@@ -583,7 +585,7 @@ impl<'a, C: ClientStream> Exchange<'a, C> {
                 return next;
             }
         }
-        local_error(self.client, self.cw, self.out, status, why).await
+        local_error(self.state, self.client, self.cw, self.out, status, why).await
     }
 
     /// Writes the response head (already in `out`, or at the front of `ubuf`) and streams the
@@ -858,12 +860,14 @@ async fn write_client<C: ClientStream>(
 #[cold]
 #[inline(never)]
 pub async fn local_error<C: ClientStream>(
+    state: &CoreState,
     client: &mut C,
     cw: &Watch,
     out: &mut Vec<u8>,
     status: u16,
     why: &str,
 ) -> Next {
+    state.worker.count_response(status);
     out.clear();
     write_error(out, status, why, true);
     let _ = body::write(client, out, cw, ERROR_SEND_TIMEOUT).await;

@@ -151,6 +151,7 @@ pub async fn serve_tls(cell: Rc<StateCell>, tcp: TcpStream, peer: SocketAddr, tl
             crate::hint::cold();
             let mut out = Vec::with_capacity(256);
             write_error(&mut out, 400, "plain HTTP sent to the HTTPS port", true);
+            worker.count_response(400);
             let send_timeout = cell.get().config.http.send_timeout;
             let _ = body::write(&mut tcp, &mut out, &watch, send_timeout).await;
             discard_received(&tcp);
@@ -275,6 +276,7 @@ pub fn serve_client<C: ClientStream>(
         if let Some(r) = rejected {
             let mut out = Vec::with_capacity(256);
             write_error(&mut out, r.status, r.reason, true);
+            worker.count_response(r.status);
             // One state for the line's start and end, even across a reload.
             let state = cell.get();
             let send_timeout = state.config.http.send_timeout;
@@ -321,7 +323,15 @@ async fn answer<C: ClientStream>(
                 &state.config.routes[job.route].action,
                 state.gateway.route(job.route),
             ) else {
-                return forward::local_error(client, cw, out, 500, "aggregate route changed").await;
+                return forward::local_error(
+                    state,
+                    client,
+                    cw,
+                    out,
+                    500,
+                    "aggregate route changed",
+                )
+                .await;
             };
             // Off the connection's future like forwarding: the fan-out's state must not grow
             // every connection (aggregate routes are rare enough for a plain Box).
@@ -408,6 +418,7 @@ async fn finish_local<C: ClientStream>(
     out: &mut Vec<u8>,
     keep: bool,
 ) -> Next {
+    state.worker.count_head(out);
     match body::write(client, out, cw, state.config.http.send_timeout).await {
         Ok(()) if keep => Next::KeepAlive,
         _ => Next::Close,

@@ -26,6 +26,8 @@ pub struct WorkerCtx {
     pub inflight: Cell<usize>,
     pub connections: Cell<usize>,
     pub requests: Cell<u64>,
+    /// Responses sent to clients by status class, 1xx to 5xx (`ringway_responses_total`).
+    pub responses: [Cell<u64>; 5],
     next_id: Cell<u64>,
     /// The first 8 hex digits of every request id this worker makes.
     id_prefix: [u8; 8],
@@ -67,6 +69,25 @@ impl WorkerCtx {
         self.next_id.set(n);
         out.extend_from_slice(&self.id_prefix);
         out.extend_from_slice(&crate::http::fmt::hex16(n));
+    }
+
+    /// Counts a response to a client by its status class.
+    #[inline]
+    pub fn count_response(&self, status: u16) {
+        if let Some(c) = self
+            .responses
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
+            crate::telemetry::bump(c);
+        }
+    }
+
+    /// Counts a response Ringway wrote itself, from its head (`HTTP/1.1 NNN ...` in `out`).
+    pub fn count_head(&self, head: &[u8]) {
+        if let Some(&[a, b, c]) = head.get(9..12) {
+            let digit = |d: u8| u16::from(d.wrapping_sub(b'0'));
+            self.count_response(digit(a) * 100 + digit(b) * 10 + digit(c));
+        }
     }
 
     /// Request ids made so far: a change across a call says it made one.

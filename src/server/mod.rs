@@ -77,6 +77,8 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     let published = Published::build(&config, None);
     // Kept alive (and replaced on reload) so the probe threads run; dropping stops them.
     let mut _probes = Probes::start(&config, &published);
+    let board = Arc::new(crate::telemetry::Board::new(workers));
+    board.set_published(published.clone());
     let shared = Arc::new(Shared {
         shutdown: AtomicBool::new(false),
         generation: AtomicU64::new(0),
@@ -84,7 +86,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
             config: config.clone(),
             published,
         }),
-        board: Arc::new(crate::telemetry::Board::new(workers)),
+        board,
         access_log: OnceLock::new(),
     });
     open_access_log(&shared, None, &config)?;
@@ -221,6 +223,7 @@ fn reload(
             shared.board.set_caches(cache_names(&new));
             let published = Published::build(&new, Some(&current.published));
             let probes = Probes::start(&new, &published);
+            shared.board.set_published(published.clone());
             shared.publish(Snapshot {
                 config: Arc::new(new),
                 published,

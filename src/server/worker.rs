@@ -10,8 +10,9 @@ use crate::proxy::logged::Logged;
 use crate::proxy::prefetch::PrefetchOnWake;
 use crate::proxy::state::{CoreState, StateCell, WorkerCtx};
 use crate::proxy::{serve_client, serve_tls};
-use crate::telemetry::{CacheCounts, Purge, Snapshot, UpstreamCounts};
+use crate::telemetry::{CacheCounts, Purge, ServerCounts, Snapshot, UpstreamCounts};
 use monoio::net::TcpListener;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -257,6 +258,7 @@ fn flush_log(ctx: &WorkerCtx, shared: &Shared) {
 fn counters(ctx: &WorkerCtx, state: &CoreState) -> Snapshot {
     Snapshot {
         requests: ctx.requests.get(),
+        responses: ctx.responses.each_ref().map(Cell::get),
         connections: ctx.connections.get() as u64,
         inflight: ctx.inflight.get() as u64,
         upstreams: state
@@ -266,6 +268,17 @@ fn counters(ctx: &WorkerCtx, state: &CoreState) -> Snapshot {
                 name: c.cfg.name.clone(),
                 opened: c.opened(),
                 reused: c.reused(),
+                retries: c.retries.get(),
+                servers: c
+                    .servers
+                    .iter()
+                    .map(|s| ServerCounts {
+                        addr: s.addr,
+                        requests: s.requests.get(),
+                        failures: s.failures.get(),
+                        in_flight: u64::from(s.in_flight.get()),
+                    })
+                    .collect(),
             })
             .collect(),
         caches: state

@@ -4,9 +4,11 @@
 
 pub mod access_log;
 
+use crate::upstream::published::{now_ms, Published};
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Counts one on a worker's own counter (a plain `Cell`: no atomic on the request path).
 #[inline]
@@ -18,6 +20,8 @@ pub fn bump(c: &std::cell::Cell<u64>) {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub requests: u64,
+    /// Responses to clients by status class, 1xx to 5xx.
+    pub responses: [u64; 5],
     pub connections: u64,
     pub inflight: u64,
     pub upstreams: Vec<UpstreamCounts>,
@@ -31,6 +35,21 @@ pub struct UpstreamCounts {
     pub name: String,
     pub opened: u64,
     pub reused: u64,
+    /// Attempts made again after a failure, under the route's retry policy.
+    pub retries: u64,
+    pub servers: Vec<ServerCounts>,
+}
+
+/// One server of an upstream as one worker sees it.
+#[derive(Debug, Clone)]
+pub struct ServerCounts {
+    pub addr: SocketAddr,
+    /// Attempts sent to it (retries included).
+    pub requests: u64,
+    /// Attempts that failed in transport: connect refused or timed out, reset, no or broken
+    /// response head, response timeout.
+    pub failures: u64,
+    pub in_flight: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -60,6 +79,8 @@ pub struct Purge {
 pub struct Board {
     /// The cache zones of the config in force (set at start and on every reload).
     caches: Mutex<Vec<String>>,
+    /// The upstreams' shared state (health, ejections) of the config in force.
+    published: Mutex<Option<Arc<Published>>>,
     slots: Vec<Mutex<Snapshot>>,
     purges: Vec<Mutex<Vec<Purge>>>,
     purge_pending: Vec<AtomicBool>,
@@ -69,6 +90,7 @@ impl Board {
     pub fn new(workers: usize) -> Self {
         Self {
             caches: Mutex::default(),
+            published: Mutex::default(),
             slots: (0..workers).map(|_| Mutex::default()).collect(),
             purges: (0..workers).map(|_| Mutex::default()).collect(),
             purge_pending: (0..workers).map(|_| AtomicBool::new(false)).collect(),
@@ -79,6 +101,20 @@ impl Board {
         match self.caches.lock() {
             Ok(mut g) => *g = names,
             Err(poisoned) => *poisoned.into_inner() = names,
+        }
+    }
+
+    pub fn set_published(&self, p: Arc<Published>) {
+        match self.published.lock() {
+            Ok(mut g) => *g = Some(p),
+            Err(poisoned) => *poisoned.into_inner() = Some(p),
+        }
+    }
+
+    fn published(&self) -> Option<Arc<Published>> {
+        match self.published.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
@@ -161,6 +197,18 @@ impl Board {
             "Requests read.",
             per_worker(&|s| s.requests),
         );
+        let mut rows = Vec::new();
+        for (w, s) in all.iter().enumerate() {
+            for (class, v) in s.responses.iter().enumerate() {
+                rows.push((format!("code=\"{}xx\",worker=\"{w}\"", class + 1), *v));
+            }
+        }
+        family(
+            "responses_total",
+            "counter",
+            "Responses sent to clients, by status class (proxied and Ringway's own).",
+            rows,
+        );
         family(
             "client_connections",
             "gauge",
@@ -176,18 +224,62 @@ impl Board {
         let upstream = |f: fn(&UpstreamCounts) -> u64| {
             by_name(&all, "upstream", |s| &s.upstreams, |u| &u.name, f)
         };
-        family(
-            "upstream_connections_opened_total",
-            "counter",
-            "Upstream connections opened.",
-            upstream(|u| u.opened),
-        );
-        family(
-            "upstream_connections_reused_total",
-            "counter",
-            "Requests sent over a pooled upstream connection.",
-            upstream(|u| u.reused),
-        );
+        for (name, help, f) in [
+            (
+                "upstream_connections_opened_total",
+                "Upstream connections opened.",
+                (|u| u.opened) as fn(&UpstreamCounts) -> u64,
+            ),
+            (
+                "upstream_connections_reused_total",
+                "Requests sent over a pooled upstream connection.",
+                |u| u.reused,
+            ),
+            (
+                "upstream_retries_total",
+                "Attempts made again after a failure, under the route's retry policy.",
+                |u| u.retries,
+            ),
+        ] {
+            family(name, "counter", help, upstream(f));
+        }
+        let server = |f: fn(&ServerCounts) -> u64| {
+            let mut rows = Vec::new();
+            for (w, s) in all.iter().enumerate() {
+                for u in &s.upstreams {
+                    let name = escape(&u.name);
+                    for srv in &u.servers {
+                        let labels =
+                            format!("upstream=\"{name}\",server=\"{}\",worker=\"{w}\"", srv.addr);
+                        rows.push((labels, f(srv)));
+                    }
+                }
+            }
+            rows
+        };
+        for (name, kind, help, f) in [
+            (
+                "upstream_requests_total",
+                "counter",
+                "Attempts sent to the server, retries included.",
+                (|s| s.requests) as fn(&ServerCounts) -> u64,
+            ),
+            (
+                "upstream_failures_total",
+                "counter",
+                "Attempts that failed in transport: connect refused or timed out, reset, no or broken response head, response timeout.",
+                |s| s.failures,
+            ),
+            (
+                "upstream_requests_in_flight",
+                "gauge",
+                "Attempts waiting on the server now.",
+                |s| s.in_flight,
+            ),
+        ] {
+            family(name, kind, help, server(f));
+        }
+        self.render_server_state(&mut family);
         let cache =
             |f: fn(&CacheCounts) -> u64| by_name(&all, "cache", |s| &s.caches, |c| &c.name, f);
         for (name, help, f) in [
@@ -247,6 +339,49 @@ impl Board {
     }
 }
 
+impl Board {
+    /// What all workers agree on about each server: its health verdict and ejections. One row
+    /// per server, with no worker label.
+    fn render_server_state(&self, family: &mut impl FnMut(&str, &str, &str, Vec<(String, u64)>)) {
+        let Some(p) = self.published() else { return };
+        let now = now_ms();
+        let rows = |f: &dyn Fn(&crate::upstream::published::PublishedServer) -> u64| {
+            let mut rows = Vec::new();
+            for u in &p.upstreams {
+                let name = escape(&u.name);
+                for (addr, s) in u.addrs.iter().zip(&u.servers) {
+                    rows.push((format!("upstream=\"{name}\",server=\"{addr}\""), f(s)));
+                }
+            }
+            rows
+        };
+        family(
+            "upstream_server_healthy",
+            "gauge",
+            "1 while the server passes its active health checks (always 1 without them).",
+            rows(&|s| u64::from(s.healthy.load(Ordering::Relaxed))),
+        );
+        family(
+            "upstream_server_ejected",
+            "gauge",
+            "1 while passive health (outlier detection) has the server ejected.",
+            rows(&|s| u64::from(s.ejected_until_ms.load(Ordering::Relaxed) > now)),
+        );
+        family(
+            "upstream_ejections_total",
+            "counter",
+            "Times passive health ejected the server.",
+            rows(&|s| s.ejections_total.load(Ordering::Relaxed)),
+        );
+        family(
+            "upstream_probe_failures_total",
+            "counter",
+            "Active health probes of the server that failed.",
+            rows(&|s| s.probes_failed.load(Ordering::Relaxed)),
+        );
+    }
+}
+
 /// One row per worker and named item (an upstream, a cache): `LABEL="name",worker="N"`.
 fn by_name<T>(
     all: &[Snapshot],
@@ -287,7 +422,15 @@ mod tests {
                     name: "a\"b".into(),
                     opened: 2,
                     reused: 5,
+                    retries: 1,
+                    servers: vec![ServerCounts {
+                        addr: "127.0.0.1:9".parse().unwrap(),
+                        requests: 8,
+                        failures: 1,
+                        in_flight: 0,
+                    }],
                 }],
+                responses: [0, 6, 0, 1, 0],
                 caches: vec![CacheCounts {
                     name: "c".into(),
                     hits: 3,
@@ -311,6 +454,11 @@ mod tests {
             "ringway_upstream_connections_reused_total{upstream=\"a\\\"b\",worker=\"1\"} 5\n"
         ));
         assert!(t.contains("ringway_cache_hits_total{cache=\"c\",worker=\"1\"} 3\n"));
+        assert!(t.contains("ringway_responses_total{code=\"4xx\",worker=\"1\"} 1\n"));
+        assert!(t.contains(
+            "ringway_upstream_requests_total{upstream=\"a\\\"b\",server=\"127.0.0.1:9\",worker=\"1\"} 8\n"
+        ));
+        assert!(t.contains("# TYPE ringway_upstream_retries_total counter\n"));
         assert!(t.contains(
             "ringway_gateway_requests_total{route=\"r\",outcome=\"allowed\",worker=\"1\"} 4\n"
         ));

@@ -105,6 +105,8 @@ pub struct Cluster {
     /// Whether any server could be in slow start (skip the clock otherwise).
     slow_start: Option<Duration>,
     pub tracks_latency: bool,
+    /// Attempts made again under a retry policy (for the admin endpoint).
+    pub retries: Cell<u64>,
 }
 
 /// An upstream connection checked out for one attempt.
@@ -154,12 +156,20 @@ impl Cluster {
                 if let Some(o) = old.servers.iter().find(|o| o.addr == s.addr) {
                     std::mem::swap(&mut *s.pool.borrow_mut(), &mut *o.pool.borrow_mut());
                     s.pool.borrow_mut().set_max_idle(cfg.max_idle);
-                    s.opened.set(o.opened.get());
-                    s.reused.set(o.reused.get());
+                    // Counters keep counting across the reload (they are published as totals).
+                    for (dst, src) in [
+                        (&s.opened, &o.opened),
+                        (&s.reused, &o.reused),
+                        (&s.requests, &o.requests),
+                        (&s.failures, &o.failures),
+                    ] {
+                        dst.set(src.get());
+                    }
                 }
             }
         }
         Self {
+            retries: Cell::new(previous.map_or(0, |o| o.retries.get())),
             balancer: balance::build(cfg.balance, &servers),
             servers,
             published,

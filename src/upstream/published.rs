@@ -109,6 +109,7 @@ impl Published {
                                     (&fresh.back_since_ms, &prev.back_since_ms),
                                     (&fresh.ejected_until_ms, &prev.ejected_until_ms),
                                     (&fresh.ejections_total, &prev.ejections_total),
+                                    (&fresh.probes_failed, &prev.probes_failed),
                                 ] {
                                     dst.store(src.load(Ordering::Relaxed), Ordering::Relaxed);
                                 }

@@ -221,6 +221,7 @@ impl Validator<'_> {
                 bind,
                 protocol,
                 tls,
+                proxy_protocol: l.proxy_protocol.unwrap_or(false),
             });
         }
         let has_http = listeners.iter().any(|l| l.protocol == Protocol::Http);

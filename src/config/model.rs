@@ -120,6 +120,8 @@ pub struct Listener {
     pub protocol: Protocol,
     /// TLS termination (HTTP listeners only): None serves plain HTTP.
     pub tls: Option<ListenerTls>,
+    /// Every connection opens with a PROXY protocol header (v1 or v2) naming the client.
+    pub proxy_protocol: bool,
 }
 
 /// A TLS listener's handshake settings, built and checked at load time.

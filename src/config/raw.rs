@@ -121,6 +121,7 @@ pub struct RawListener {
     pub protocol: Option<String>,
     pub upstream: Option<String>,
     pub tls: Option<RawTls>,
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 
 mod listener;
 mod memory;
+pub mod proxy_protocol;
 mod runtime;
 mod stop;
 mod worker;
@@ -288,6 +289,9 @@ fn restart_only_changes(old: &Config, new: &Config, bound: &[std::net::SocketAdd
         }
         if n.tls.is_some() != o.tls.is_some() {
             changed.push(format!("listener[{i}].tls"));
+        }
+        if n.proxy_protocol != o.proxy_protocol {
+            changed.push(format!("listener[{i}].proxy_protocol"));
         }
     }
     if new.admin != old.admin {

@@ -2,6 +2,7 @@
 //! listeners and its own `CoreState`. The only cross-thread contact is a few atomics read
 //! by the worker's control tick (shutdown, config generation).
 
+use super::proxy_protocol;
 use super::runtime::{self, Driver};
 use super::stop::StopSignal;
 use super::Shared;
@@ -11,8 +12,9 @@ use crate::proxy::prefetch::PrefetchOnWake;
 use crate::proxy::state::{CoreState, StateCell, WorkerCtx};
 use crate::proxy::{serve_client, serve_tls};
 use crate::telemetry::{CacheCounts, Purge, ServerCounts, Snapshot, UpstreamCounts};
-use monoio::net::TcpListener;
+use monoio::net::{TcpListener, TcpStream};
 use std::cell::Cell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -75,11 +77,15 @@ async fn worker_main(
     let ctx = Rc::new(WorkerCtx::new(id, uring));
     let mut generation = shared.generation.load(Ordering::Acquire);
     let snap = shared.current();
-    let kinds: Vec<(Protocol, Option<ListenerTls>)> = snap
+    let kinds: Vec<ListenerKind> = snap
         .config
         .listeners
         .iter()
-        .map(|l| (l.protocol, l.tls.clone()))
+        .map(|l| ListenerKind {
+            protocol: l.protocol,
+            tls: l.tls.clone(),
+            proxy_protocol: l.proxy_protocol,
+        })
         .collect();
     let current = Rc::new(StateCell::new(CoreState::new(
         snap.config,
@@ -174,17 +180,27 @@ async fn worker_main(
     })
 }
 
+/// What a listener is, fixed at start: its protocol, its TLS settings then, and whether each
+/// connection opens with a PROXY protocol header.
+#[derive(Clone)]
+pub struct ListenerKind {
+    pub protocol: Protocol,
+    pub tls: Option<ListenerTls>,
+    pub proxy_protocol: bool,
+}
+
 /// Accepts on one listener until stopped. `index` is the listener's place in the config;
 /// whether it speaks TLS is fixed at start (a reload that changes it asks for a restart), but
 /// its certificates come from the config current at each accept, so a reload renews them.
 async fn accept_loop(
     listener: TcpListener,
     index: usize,
-    (protocol, tls_at_start): (Protocol, Option<ListenerTls>),
+    kind: ListenerKind,
     current: Rc<StateCell>,
     stop: Rc<StopSignal>,
 ) {
     let mut stopped = std::pin::pin!(stop.wait());
+    let kind = Rc::new(kind);
     loop {
         monoio::select! {
             _ = &mut stopped => break,
@@ -196,41 +212,23 @@ async fn accept_loop(
                         drop(stream);
                         continue;
                     }
-                    match (protocol, &tls_at_start) {
-                        (Protocol::Http, None) if state.config.access_log.is_some() => {
-                            drop(state);
-                            monoio::spawn(PrefetchOnWake::new(serve_client(
-                                current.clone(),
-                                Logged::new(stream),
-                                peer,
-                            )));
-                        }
-                        (Protocol::Http, None) => {
-                            drop(state);
-                            monoio::spawn(PrefetchOnWake::new(serve_client(
-                                current.clone(),
-                                stream,
-                                peer,
-                            )));
-                        }
-                        (Protocol::Http, Some(at_start)) => {
-                            let tls = state
-                                .config
-                                .listeners
-                                .get(index)
-                                .and_then(|l| l.tls.clone())
-                                .unwrap_or_else(|| at_start.clone());
-                            drop(state);
-                            monoio::spawn(PrefetchOnWake::new(serve_tls(
-                                current.clone(),
-                                stream,
-                                peer,
-                                tls,
-                            )));
-                        }
-                        (Protocol::Tcp(cluster), _) => {
-                            monoio::spawn(crate::l4::serve_tcp(state, stream, peer, cluster));
-                        }
+                    if kind.proxy_protocol {
+                        let timeout = state.config.http.header_timeout;
+                        let worker = state.worker.clone();
+                        drop(state);
+                        let (current, kind) = (current.clone(), kind.clone());
+                        monoio::spawn(async move {
+                            let header =
+                                proxy_protocol::read_header(&stream, peer, &worker.watchdog, timeout);
+                            // Missing, malformed or late: closed unanswered, as HAProxy and
+                            // nginx do (the balancer in front is misconfigured, not a client).
+                            if let Some(client) = header.await {
+                                serve(&current, index, &kind, stream, client);
+                            }
+                        });
+                    } else {
+                        drop(state);
+                        serve(&current, index, &kind, stream, peer);
                     }
                 }
                 Err(e) => {
@@ -242,6 +240,53 @@ async fn accept_loop(
         }
     }
     drop(listener);
+}
+
+/// Starts the task that serves one accepted connection, as its listener's kind says.
+fn serve(
+    current: &Rc<StateCell>,
+    index: usize,
+    kind: &ListenerKind,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let state = current.get();
+    match (kind.protocol, &kind.tls) {
+        (Protocol::Http, None) if state.config.access_log.is_some() => {
+            drop(state);
+            monoio::spawn(PrefetchOnWake::new(serve_client(
+                current.clone(),
+                Logged::new(stream),
+                peer,
+            )));
+        }
+        (Protocol::Http, None) => {
+            drop(state);
+            monoio::spawn(PrefetchOnWake::new(serve_client(
+                current.clone(),
+                stream,
+                peer,
+            )));
+        }
+        (Protocol::Http, Some(at_start)) => {
+            let tls = state
+                .config
+                .listeners
+                .get(index)
+                .and_then(|l| l.tls.clone())
+                .unwrap_or_else(|| at_start.clone());
+            drop(state);
+            monoio::spawn(PrefetchOnWake::new(serve_tls(
+                current.clone(),
+                stream,
+                peer,
+                tls,
+            )));
+        }
+        (Protocol::Tcp(cluster), _) => {
+            monoio::spawn(crate::l4::serve_tcp(state, stream, peer, cluster));
+        }
+    }
 }
 
 /// Hands this worker's access log lines to the writer: a quiet worker's lines are at most a

@@ -1,0 +1,236 @@
+//! PROXY protocol listeners through the real binary: the client a v1 or v2 header names is the
+//! one upstreams see in X-Forwarded-For (for every request of the connection, and over TLS);
+//! curl's own header is accepted; a LOCAL header keeps the socket's address; a connection
+//! without a valid header is closed unanswered; a tcp listener relays what follows the header.
+
+mod common;
+
+use common::*;
+use std::io::{BufReader, Read, Write};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener};
+
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+fn config(up: SocketAddr, echo: SocketAddr, cert: &Cert) -> String {
+    format!(
+        r#"[runtime]
+workers = 1
+
+[[listener]]
+name = "pp"
+bind = "127.0.0.1:0"
+proxy_protocol = true
+
+[[listener]]
+name = "pp-tls"
+bind = "127.0.0.1:0"
+proxy_protocol = true
+[listener.tls]
+cert = {:?}
+key = {:?}
+
+[[listener]]
+name = "pp-tcp"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+upstream = "echo"
+proxy_protocol = true
+
+[upstream.app]
+servers = ["{up}"]
+
+[upstream.echo]
+servers = ["{echo}"]
+
+[[route]]
+upstream = "app"
+"#,
+        cert.cert, cert.key
+    )
+}
+
+struct Setup {
+    up: Upstream,
+    rw: Ringway,
+    cert: Cert,
+    _dir: TempDir,
+}
+
+fn setup() -> Setup {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let cert = make_cert(&dir.0, "localhost", &["localhost"]);
+    let rw = Ringway::start_n(&config(up.addr, echo_server(), &cert), 3, &[]);
+    Setup {
+        up,
+        rw,
+        cert,
+        _dir: dir,
+    }
+}
+
+/// A TCP server that sends back whatever it reads, connection by connection.
+fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    addr
+}
+
+fn v2(command: u8, family: u8, addrs: &[u8]) -> Vec<u8> {
+    let mut h = V2_SIGNATURE.to_vec();
+    h.extend_from_slice(&[0x20 | command, family]);
+    h.extend_from_slice(&(addrs.len() as u16).to_be_bytes());
+    h.extend_from_slice(addrs);
+    h
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: pp.test\r\n\r\n")
+}
+
+#[test]
+fn a_v1_header_names_the_client() {
+    let s = setup();
+    let mut c = connect(s.rw.addrs["pp"]);
+    let first = format!(
+        "PROXY TCP4 203.0.113.7 10.0.0.1 51000 80\r\n{}",
+        get("/one")
+    );
+    c.write_all(first.as_bytes()).unwrap();
+    let mut r = BufReader::new(c);
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, "app GET /one"));
+    assert_eq!(s.up.last().header("x-forwarded-for"), Some("203.0.113.7"));
+    // The header opens the connection once; its client stands for every request on it.
+    r.get_mut().write_all(get("/two").as_bytes()).unwrap();
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!(resp.text(), "app GET /two");
+    assert_eq!(s.up.last().header("x-forwarded-for"), Some("203.0.113.7"));
+}
+
+#[test]
+fn a_v2_header_in_pieces_names_an_ipv6_client() {
+    let s = setup();
+    let mut addrs = [0u8; 36];
+    addrs[..16].copy_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+    addrs[32..34].copy_from_slice(&40000u16.to_be_bytes());
+    // A TLV after the addresses, skipped with the header.
+    let header = v2(1, 0x21, &[&addrs[..], &[0x04, 0, 2, 1, 2]].concat());
+    let mut c = connect(s.rw.addrs["pp"]);
+    c.set_nodelay(true).unwrap();
+    // Sent in pieces: the header may reach Ringway in parts, and only its bytes are taken.
+    for piece in [&header[..5], &header[5..20], &header[20..]] {
+        c.write_all(piece).unwrap();
+        c.flush().unwrap();
+    }
+    c.write_all(get("/six").as_bytes()).unwrap();
+    let resp = read_response(&mut BufReader::new(c), false).unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, "app GET /six"));
+    assert_eq!(s.up.last().header("x-forwarded-for"), Some("2001:db8::7"));
+}
+
+#[test]
+fn a_v2_local_header_keeps_the_socket_address() {
+    let s = setup();
+    let mut c = connect(s.rw.addrs["pp"]);
+    c.write_all(&[v2(0, 0x00, &[]), get("/local").into_bytes()].concat())
+        .unwrap();
+    let resp = read_response(&mut BufReader::new(c), false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(s.up.last().header("x-forwarded-for"), Some("127.0.0.1"));
+}
+
+#[test]
+fn curl_sends_a_header_ringway_reads() {
+    let s = setup();
+    let url = format!("http://{}/by-curl", s.rw.addrs["pp"]);
+    let (code, body, err) = curl(&["--haproxy-protocol", &url]);
+    assert_eq!(
+        (code, body.as_slice()),
+        (200, &b"app GET /by-curl"[..]),
+        "{err}"
+    );
+    assert_eq!(s.up.last().header("x-forwarded-for"), Some("127.0.0.1"));
+    // Without the header, the same request is refused.
+    let (code, _, _) = curl(&[&url]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn a_connection_without_a_valid_header_is_closed_unanswered() {
+    let s = setup();
+    for opening in [
+        get("/plain").into_bytes(),
+        b"PROXY TCP4 not-an-address 10.0.0.1 1 2\r\n".to_vec(),
+        b"PROXY TCP4 203.0.113.7 10.0.0.1 51000\r\nGET / HTTP/1.1\r\n\r\n".to_vec(),
+        [&V2_SIGNATURE[..], &[0x31, 0x11, 0, 12], &[0; 12]].concat(),
+    ] {
+        let mut c = connect(s.rw.addrs["pp"]);
+        c.write_all(&opening).unwrap();
+        let mut got = Vec::new();
+        // EOF or a reset, and nothing before it.
+        let _ = c.read_to_end(&mut got);
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    }
+    assert_eq!(s.up.count(), 0);
+}
+
+#[test]
+fn the_header_comes_before_the_tls_handshake() {
+    let s = setup();
+    let mut sock = connect(s.rw.addrs["pp-tls"]);
+    sock.write_all(b"PROXY TCP4 198.51.100.9 10.0.0.1 443 443\r\n")
+        .unwrap();
+    let conn = rustls::ClientConnection::new(
+        client_config(&[&s.cert], rustls::DEFAULT_VERSIONS),
+        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+    )
+    .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(get("/secure").as_bytes()).unwrap();
+    let resp = read_response(&mut BufReader::new(tls), false).unwrap();
+    assert_eq!(
+        (resp.status, resp.text().as_str()),
+        (200, "app GET /secure")
+    );
+    let seen = s.up.last();
+    assert_eq!(seen.header("x-forwarded-for"), Some("198.51.100.9"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+}
+
+#[test]
+fn a_tcp_listener_relays_what_follows_the_header() {
+    let s = setup();
+    let mut c = connect(s.rw.addrs["pp-tcp"]);
+    c.write_all(b"PROXY TCP6 2001:db8::1 2001:db8::2 1000 2000\r\nhello, relay")
+        .unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"hello, relay");
+}
+
+#[test]
+fn a_header_that_stops_halfway_is_closed_at_the_header_timeout() {
+    let up = Upstream::start("app");
+    let rw = Ringway::start(&format!(
+        "[http]\nheader_timeout = \"200ms\"\n\n[[listener]]\nbind = \"127.0.0.1:0\"\n\
+         proxy_protocol = true\n\n[upstream.app]\nservers = [\"{}\"]\n\n[[route]]\nupstream = \"app\"\n",
+        up.addr
+    ));
+    let mut c = connect(rw.addr());
+    c.write_all(b"PROXY TCP4 203.0.113.7").unwrap();
+    // Closed by Ringway (read returns 0), not left open until this client's own read timeout.
+    let mut got = Vec::new();
+    assert_eq!(c.read_to_end(&mut got).unwrap(), 0);
+    assert_eq!(up.count(), 0);
+}

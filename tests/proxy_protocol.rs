@@ -1,7 +1,10 @@
-//! PROXY protocol listeners through the real binary: the client a v1 or v2 header names is the
-//! one upstreams see in X-Forwarded-For (for every request of the connection, and over TLS);
-//! curl's own header is accepted; a LOCAL header keeps the socket's address; a connection
-//! without a valid header is closed unanswered; a tcp listener relays what follows the header.
+//! The PROXY protocol through the real binary. Read on listeners: the client a v1 or v2 header
+//! names is the one upstreams see in X-Forwarded-For (for every request of the connection, and
+//! over TLS); curl's own header is accepted; a LOCAL header keeps the socket's address; a
+//! connection without a valid header is closed unanswered; a tcp listener relays what follows
+//! the header. Sent to L4 upstreams: each server connection opens with a header naming the
+//! client (the one a listener's own header named, if any); HTTP probes send one naming none;
+//! HTTP routes may not use such an upstream.
 
 mod common;
 
@@ -36,11 +39,32 @@ protocol = "tcp"
 upstream = "echo"
 proxy_protocol = true
 
+[[listener]]
+name = "tcp-v1"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+upstream = "echo-v1"
+
+[[listener]]
+name = "pp-tcp-v2"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+upstream = "echo-v2"
+proxy_protocol = true
+
 [upstream.app]
 servers = ["{up}"]
 
 [upstream.echo]
 servers = ["{echo}"]
+
+[upstream.echo-v1]
+servers = ["{echo}"]
+send_proxy_protocol = "v1"
+
+[upstream.echo-v2]
+servers = ["{echo}"]
+send_proxy_protocol = "v2"
 
 [[route]]
 upstream = "app"
@@ -60,7 +84,7 @@ fn setup() -> Setup {
     let up = Upstream::start("app");
     let dir = TempDir::new();
     let cert = make_cert(&dir.0, "localhost", &["localhost"]);
-    let rw = Ringway::start_n(&config(up.addr, echo_server(), &cert), 3, &[]);
+    let rw = Ringway::start_n(&config(up.addr, echo_server(), &cert), 5, &[]);
     Setup {
         up,
         rw,
@@ -233,4 +257,131 @@ fn a_header_that_stops_halfway_is_closed_at_the_header_timeout() {
     let mut got = Vec::new();
     assert_eq!(c.read_to_end(&mut got).unwrap(), 0);
     assert_eq!(up.count(), 0);
+}
+
+/// What the echo server sends back for `payload` sent to `listener`, opened with `opening`.
+fn echoed(listener: SocketAddr, opening: &[u8], payload: &[u8]) -> (Vec<u8>, SocketAddr) {
+    let mut c = connect(listener);
+    let me = c.local_addr().unwrap();
+    c.write_all(&[opening, payload].concat()).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    (back, me)
+}
+
+#[test]
+fn a_tcp_upstream_is_told_the_client_in_v1() {
+    let s = setup();
+    let listener = s.rw.addrs["tcp-v1"];
+    let (back, me) = echoed(listener, b"", b"ping");
+    let want = format!(
+        "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\nping",
+        me.port(),
+        listener.port()
+    );
+    assert_eq!(String::from_utf8_lossy(&back), want);
+}
+
+#[test]
+fn a_tcp_upstream_is_told_in_v2_the_client_a_header_named() {
+    let s = setup();
+    let listener = s.rw.addrs["pp-tcp-v2"];
+    let (back, _) = echoed(
+        listener,
+        b"PROXY TCP6 2001:db8::1 2001:db8::2 1000 2000\r\n",
+        b"hi",
+    );
+    // One family per header: the listener's IPv4 address goes IPv4-mapped beside the client's.
+    let mut addrs = Vec::new();
+    addrs.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+    addrs.extend_from_slice(&std::net::Ipv4Addr::LOCALHOST.to_ipv6_mapped().octets());
+    addrs.extend_from_slice(&1000u16.to_be_bytes());
+    addrs.extend_from_slice(&listener.port().to_be_bytes());
+    assert_eq!(back, [v2(1, 0x21, &addrs), b"hi".to_vec()].concat());
+}
+
+#[test]
+fn http_probes_of_such_an_upstream_send_a_header_naming_no_client() {
+    // A server that answers a probe only after a v1 UNKNOWN header, and counts those it got.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = l.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let ok = got.starts_with(b"PROXY UNKNOWN\r\nGET /healthz HTTP/1.1\r\n");
+            let status = if ok { "200 OK" } else { "400 Bad Request" };
+            let _ = write!(c, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            if tx.send(ok).is_err() {
+                break;
+            }
+        }
+    });
+    let rw = Ringway::start_n(
+        &format!(
+            r#"[[listener]]
+name = "tcp"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+upstream = "db"
+
+[admin]
+bind = "127.0.0.1:0"
+
+[upstream.db]
+servers = ["{server}"]
+send_proxy_protocol = "v1"
+health_check = {{ type = "http", path = "/healthz", interval = "20ms", unhealthy_threshold = 1 }}
+"#
+        ),
+        2,
+        &[],
+    );
+    for _ in 0..3 {
+        assert!(
+            rx.recv_timeout(DEADLINE).unwrap(),
+            "a probe without the header"
+        );
+    }
+    let metrics = raw_exchange(
+        rw.addrs["admin"],
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .text();
+    let healthy =
+        format!("ringway_upstream_server_healthy{{upstream=\"db\",server=\"{server}\"}} 1\n");
+    assert!(metrics.contains(&healthy), "{metrics}");
+}
+
+#[test]
+fn an_http_route_may_not_use_an_upstream_that_sends_headers() {
+    let dir = TempDir::new();
+    let path = dir.write(
+        "ringway.toml",
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n[upstream.db]\nservers = [\"127.0.0.1:9\"]\n\
+         send_proxy_protocol = \"v2\"\n\n[[route]]\nupstream = \"db\"\n",
+    );
+    let (code, text) = ringway_check(&path);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("route[0].upstream") && text.contains("send_proxy_protocol"),
+        "{text}"
+    );
+    let bad = dir.write(
+        "bad.toml",
+        "[[listener]]\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nupstream = \"db\"\n\n\
+         [upstream.db]\nservers = [\"127.0.0.1:9\"]\nsend_proxy_protocol = \"v3\"\n",
+    );
+    let (code, text) = ringway_check(&bad);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("upstream.db.send_proxy_protocol"), "{text}");
 }

@@ -250,6 +250,7 @@ impl Validator<'_> {
             route.cache = self.route_cache(i, r, &route, &caches)?;
             routes.push(route);
         }
+        self.no_proxy_header_on_http(&routes, &upstreams)?;
         Ok(Config {
             source: file.to_string(),
             runtime,
@@ -575,6 +576,21 @@ impl Validator<'_> {
             .as_ref()
             .map(|s| parse_duration(s).map_err(|r| self.err(format!("{key}.slow_start"), r)))
             .transpose()?;
+        let send_proxy_protocol = match u.send_proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(1),
+            Some("v2") => Some(2),
+            Some(other) => {
+                return Err(self.err(
+                    format!("{key}.send_proxy_protocol"),
+                    format!("{other:?} is not \"v1\" or \"v2\""),
+                ))
+            }
+        };
+        let health_check = health_check.map(|h| HealthCheck {
+            proxy_header: send_proxy_protocol,
+            ..h
+        });
         Ok(Upstream {
             name: name.to_string(),
             servers,
@@ -613,7 +629,41 @@ impl Validator<'_> {
             max_connections,
             max_pending,
             slow_start,
+            send_proxy_protocol,
         })
+    }
+
+    /// A PROXY header names one client per connection, and an HTTP upstream's pooled
+    /// connections carry many clients' requests: only tcp listeners may use such an upstream.
+    fn no_proxy_header_on_http(
+        &self,
+        routes: &[Route],
+        upstreams: &[Upstream],
+    ) -> Result<(), ConfigError> {
+        for (i, r) in routes.iter().enumerate() {
+            let used: Vec<(String, usize)> = match &r.action {
+                Action::Forward(u) => vec![(format!("route[{i}].upstream"), *u)],
+                Action::Aggregate(a) => a
+                    .parts
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| (format!("route[{i}].aggregate[{k}].upstream"), p.upstream))
+                    .collect(),
+                Action::Respond(_) | Action::Redirect(_) => Vec::new(),
+            };
+            for (key, u) in used {
+                if upstreams[u].send_proxy_protocol.is_some() {
+                    return Err(self.err(
+                        key,
+                        format!(
+                            "upstream {:?} sends a PROXY protocol header (send_proxy_protocol), which only tcp listeners may use: an HTTP upstream's pooled connections carry many clients",
+                            upstreams[u].name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn health_check(&self, key: &str, h: &RawHealthCheck) -> Result<HealthCheck, ConfigError> {
@@ -703,6 +753,7 @@ impl Validator<'_> {
                 1,
                 100,
             )? as u32,
+            proxy_header: None,
         })
     }
 

@@ -195,6 +195,9 @@ pub struct HealthCheck {
     pub timeout: Duration,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
+    /// The upstream's `send_proxy_protocol`: an HTTP probe opens with a header that names no
+    /// client (v1 UNKNOWN, v2 LOCAL), as HAProxy's check-send-proxy does.
+    pub proxy_header: Option<u8>,
 }
 
 /// Passive health: eject a server after consecutive failures seen on live traffic.
@@ -244,6 +247,9 @@ pub struct Upstream {
     pub max_pending: Option<u32>,
     /// A server coming back ramps from 10% to its full share over this long.
     pub slow_start: Option<Duration>,
+    /// PROXY protocol version (1 or 2) written to each new server connection before the
+    /// relayed bytes; upstreams of tcp listeners only.
+    pub send_proxy_protocol: Option<u8>,
 }
 
 /// When a failed attempt may be sent again, to another server.

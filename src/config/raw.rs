@@ -176,6 +176,7 @@ pub struct RawUpstream {
     pub max_connections: Option<i64>,
     pub max_pending: Option<i64>,
     pub slow_start: Option<String>,
+    pub send_proxy_protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,10 +1,11 @@
 //! L4 TCP proxying: a `protocol = "tcp"` listener relays each connection to a server of its
 //! upstream (same balancing, health, ejection and limits as HTTP), copying bytes both ways with
 //! io_uring reads and writes through one buffer per direction, held only while bytes flow, and
-//! passing half-closes on.
+//! passing half-closes on; a PROXY protocol header first, if the upstream asks for one.
 
 use crate::deadline::Watchdog;
 use crate::proxy::state::{CoreState, WorkerCtx};
+use crate::server::proxy_protocol;
 use crate::upstream::balance::stable_hash;
 use crate::upstream::{Cluster, ConnectError, Outcome};
 use monoio::io::{
@@ -38,9 +39,23 @@ pub async fn serve_tcp(
     } else {
         0
     };
-    if let Some((upstream, _inflight)) = connect(cluster, hash, &worker.watchdog).await {
+    if let Some((mut upstream, _inflight)) = connect(cluster, hash, &worker.watchdog).await {
         let _ = client.set_nodelay(true);
-        relay(&worker, client, upstream, cluster.cfg.body_timeout).await;
+        let told = match cluster.cfg.send_proxy_protocol {
+            None => true,
+            Some(version) => {
+                // The server learns the client (named by this listener's own PROXY header, if
+                // it reads one) and the address it connected to. A few dozen bytes into a
+                // fresh socket's empty buffer: the write does not wait.
+                let dest = client.local_addr().unwrap_or(peer);
+                let mut header = Vec::with_capacity(64);
+                proxy_protocol::encode(version, peer, dest, &mut header);
+                upstream.write_all(header).await.0.is_ok()
+            }
+        };
+        if told {
+            relay(&worker, client, upstream, cluster.cfg.body_timeout).await;
+        }
     }
     worker.connections.set(worker.connections.get() - 1);
 }

@@ -1,6 +1,6 @@
-//! The PROXY protocol (v1 text and v2 binary, as HAProxy specifies it) on listeners behind a
-//! load balancer: the header that opens each connection names the real client, which then
-//! stands in for the balancer's address everywhere Ringway uses the client's address.
+//! The PROXY protocol (v1 text and v2 binary, as HAProxy specifies it): read on listeners
+//! behind a load balancer, where the header that opens each connection names the real client,
+//! and written to the servers of L4 upstreams, so that they learn the client too.
 
 use crate::deadline::{Phase, Watchdog};
 use monoio::net::TcpStream;
@@ -216,6 +216,61 @@ async fn take_header(stream: &TcpStream) -> Option<Option<SocketAddr>> {
     }
 }
 
+/// Appends the header, in `version` (1 or 2), that names `source` as the client of a
+/// connection made to `dest`. An IPv4 address beside an IPv6 one is written IPv4-mapped: a
+/// header has one family.
+pub fn encode(version: u8, source: SocketAddr, dest: SocketAddr, out: &mut Vec<u8>) {
+    let (src, dst) = match (source.ip(), dest.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => (IpAddr::V4(s), IpAddr::V4(d)),
+        (s, d) => (IpAddr::V6(mapped(s)), IpAddr::V6(mapped(d))),
+    };
+    if version == 1 {
+        let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+        let line = format!(
+            "PROXY {family} {src} {dst} {} {}\r\n",
+            source.port(),
+            dest.port()
+        );
+        out.extend_from_slice(line.as_bytes());
+        return;
+    }
+    out.extend_from_slice(V2_SIGNATURE);
+    // Version 2, command PROXY; then the family, TCP over IPv4 or IPv6.
+    out.push(0x21);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            out.extend_from_slice(&[0x11, 0, 12]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        (s, d) => {
+            out.extend_from_slice(&[0x21, 0, 36]);
+            out.extend_from_slice(&mapped(s).octets());
+            out.extend_from_slice(&mapped(d).octets());
+        }
+    }
+    out.extend_from_slice(&source.port().to_be_bytes());
+    out.extend_from_slice(&dest.port().to_be_bytes());
+}
+
+/// Appends the header of a connection that carries no client's traffic (a health probe): v1
+/// UNKNOWN, v2 LOCAL. The server keeps the connection's own addresses.
+pub fn encode_local(version: u8, out: &mut Vec<u8>) {
+    if version == 1 {
+        out.extend_from_slice(b"PROXY UNKNOWN\r\n");
+    } else {
+        out.extend_from_slice(V2_SIGNATURE);
+        out.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    }
+}
+
+fn mapped(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +377,56 @@ mod tests {
                 source: None
             }
         );
+    }
+
+    #[test]
+    fn what_is_encoded_parses_back() {
+        let pairs = [
+            ("203.0.113.7:51000", "10.0.0.1:443"),
+            ("[2001:db8::7]:40000", "[::1]:8443"),
+            ("[2001:db8::7]:1", "127.0.0.1:2"),
+        ];
+        for (source, dest) in pairs {
+            let (source, dest): (SocketAddr, SocketAddr) =
+                (source.parse().unwrap(), dest.parse().unwrap());
+            for version in [1, 2] {
+                let mut h = Vec::new();
+                encode(version, source, dest, &mut h);
+                let want = match (source, dest) {
+                    (SocketAddr::V6(_), SocketAddr::V4(_)) => SocketAddr::V6(
+                        std::net::SocketAddrV6::new(mapped(source.ip()), source.port(), 0, 0),
+                    ),
+                    _ => source,
+                };
+                assert_eq!(
+                    parse(&h),
+                    Parsed::Done {
+                        len: h.len(),
+                        source: Some(want)
+                    },
+                    "v{version} {source} {dest}"
+                );
+            }
+        }
+        for version in [1, 2] {
+            let mut h = Vec::new();
+            encode_local(version, &mut h);
+            assert_eq!(
+                parse(&h),
+                Parsed::Done {
+                    len: h.len(),
+                    source: None
+                }
+            );
+        }
+        let mut h = Vec::new();
+        encode(
+            1,
+            "203.0.113.7:51000".parse().unwrap(),
+            "10.0.0.1:443".parse().unwrap(),
+            &mut h,
+        );
+        assert_eq!(h, b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\r\n");
     }
 
     #[test]

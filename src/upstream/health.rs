@@ -114,8 +114,12 @@ pub fn probe(check: &HealthCheck, addr: SocketAddr) -> bool {
     let deadline = Instant::now() + check.timeout;
     let _ = s.set_write_timeout(Some(check.timeout));
     let host = host.clone().unwrap_or_else(|| addr.to_string());
-    let req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: ringway-health\r\nconnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
+    let mut req = Vec::with_capacity(128);
+    if let Some(version) = check.proxy_header {
+        crate::server::proxy_protocol::encode_local(version, &mut req);
+    }
+    req.extend_from_slice(format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: ringway-health\r\nconnection: close\r\n\r\n").as_bytes());
+    if s.write_all(&req).is_err() {
         return false;
     }
     let mut buf = [0u8; 1024];

@@ -288,6 +288,7 @@ pub struct RouteFilters {
     pub response_headers: Option<HeaderRules>,
     pub rewrite: Option<Rewrite>,
     pub cors: Option<Cors>,
+    pub ip: Option<crate::gateway::ip_access::IpRules>,
 }
 
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ pub use default::DEFAULT_CONFIG;
 pub use model::*;
 pub use units::{parse_duration, parse_size};
 
+use crate::gateway::ip_access::{Cidr, IpRules};
 use raw::*;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -1049,12 +1050,34 @@ impl Validator<'_> {
         if let Some(c) = &r.cors {
             f.cors = Some(self.cors(&format!("{key}.cors"), c)?);
         }
+        if r.ip_allow.is_some() || r.ip_deny.is_some() {
+            let blocks = |field: &str, list: &Option<Vec<String>>| {
+                let list = list.as_deref().unwrap_or_default();
+                if list.is_empty() && field == "ip_allow" && r.ip_allow.is_some() {
+                    return Err(self.err(
+                        format!("{key}.{field}"),
+                        "an empty allow list admits no one: list addresses, or leave it out",
+                    ));
+                }
+                list.iter()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        Cidr::parse(b).map_err(|why| self.err(format!("{key}.{field}[{i}]"), why))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            f.ip = Some(IpRules {
+                allow: blocks("ip_allow", &r.ip_allow)?,
+                deny: blocks("ip_deny", &r.ip_deny)?,
+            });
+        }
         let any = f.auth.is_some()
             || f.rate_limit.is_some()
             || f.request_headers.is_some()
             || f.response_headers.is_some()
             || f.rewrite.is_some()
-            || f.cors.is_some();
+            || f.cors.is_some()
+            || f.ip.is_some();
         Ok(any.then(|| Box::new(f)))
     }
 }

@@ -250,6 +250,8 @@ pub struct RawRoute {
     pub response_headers: Option<RawHeaderRules>,
     pub rewrite: Option<RawRewrite>,
     pub cors: Option<RawCors>,
+    pub ip_allow: Option<Vec<String>>,
+    pub ip_deny: Option<Vec<String>>,
     pub redirect: Option<RawRedirect>,
     pub aggregate: Option<Vec<RawPart>>,
     /// The `[cache.NAME]` this route's responses are stored in.

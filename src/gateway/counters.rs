@@ -18,15 +18,18 @@ pub enum Reject {
     TooManyInFlight,
     /// A CORS preflight from an origin that is not allowed (403).
     CorsDenied,
+    /// A client address the route's `ip_allow` / `ip_deny` rules do not admit (403).
+    IpDenied,
 }
 
-pub const REJECT_KINDS: [Reject; 6] = [
+pub const REJECT_KINDS: [Reject; 7] = [
     Reject::AuthMissing,
     Reject::AuthInvalid,
     Reject::Forbidden,
     Reject::RateLimited,
     Reject::TooManyInFlight,
     Reject::CorsDenied,
+    Reject::IpDenied,
 ];
 
 impl Reject {
@@ -38,6 +41,7 @@ impl Reject {
             Reject::RateLimited => "rate_limited",
             Reject::TooManyInFlight => "too_many_in_flight",
             Reject::CorsDenied => "cors_denied",
+            Reject::IpDenied => "ip_denied",
         }
     }
 }
@@ -46,7 +50,7 @@ impl Reject {
 pub struct FilterCounters {
     /// Requests that passed every filter of the route.
     pub allowed: Cell<u64>,
-    rejected: [Cell<u64>; 6],
+    rejected: [Cell<u64>; REJECT_KINDS.len()],
     /// CORS preflights answered locally.
     pub preflights: Cell<u64>,
     /// Keys the shared rate-limit table could not place (the request was let through).

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cors;
 pub mod counters;
 pub mod headers;
+pub mod ip_access;
 pub mod rate_limit;
 pub mod redirect;
 pub mod rewrite;
@@ -43,6 +44,7 @@ pub struct RouteGateway {
     response: Option<HeaderRules>,
     rewrite: Option<Rewriter>,
     cors: Option<Cors>,
+    ip: Option<ip_access::IpRules>,
     pattern: Option<PathPattern>,
     /// Client headers never forwarded on this route: the credential, removed and replaced
     /// headers, and the names Ringway sets itself (consumer, claims) so they cannot be spoofed.
@@ -202,6 +204,7 @@ impl RouteGateway {
             response: f.response_headers.clone(),
             rewrite: f.rewrite.as_ref().and_then(Rewriter::new),
             cors: f.cors.clone(),
+            ip: f.ip.clone(),
             pattern: r.matcher.path_pattern.clone(),
             drop_request,
             drop_response,
@@ -219,6 +222,14 @@ impl RouteGateway {
         gen_id: impl FnOnce(&mut Vec<u8>),
         out: &mut Vec<u8>,
     ) -> Outcome {
+        // First, as nginx's access phase: a client the route does not admit learns nothing
+        // else about it (not its CORS policy, not whether a credential would pass).
+        if let Some(ip) = &self.ip {
+            if !ip.admits(req.client_ip) {
+                self.counters.reject(Reject::IpDenied);
+                return self.reject(req, out, 403, "client address not allowed", |_| {});
+            }
+        }
         if let Some(c) = &self.cors {
             match cors::preflight(c, req.method, req.headers) {
                 cors::Preflight::No => {}

@@ -385,3 +385,42 @@ fn an_http_route_may_not_use_an_upstream_that_sends_headers() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("upstream.db.send_proxy_protocol"), "{text}");
 }
+
+#[test]
+fn a_long_v2_header_is_read_whole() {
+    let s = setup();
+    let mut addrs = vec![203, 0, 113, 9, 10, 0, 0, 1, 0x9c, 0x40, 0, 80];
+    // A 1,000-byte TLV (type 0xE0, a custom one), as balancers add.
+    addrs.extend_from_slice(&[0xe0, 0x03, 0xe8]);
+    addrs.extend_from_slice(&[b'x'; 1000]);
+    let mut c = connect(s.rw.addrs["pp"]);
+    c.write_all(&[v2(1, 0x11, &addrs), get("/long").into_bytes()].concat())
+        .unwrap();
+    let resp = read_response(&mut BufReader::new(c), false).unwrap();
+    assert_eq!((resp.status, resp.text().as_str()), (200, "app GET /long"));
+    assert_eq!(s.up.last().header("x-forwarded-for"), Some("203.0.113.9"));
+}
+
+#[test]
+fn connections_awaiting_their_header_count_toward_max_connections() {
+    let up = Upstream::start("app");
+    let rw = Ringway::start(&format!(
+        "[runtime]\nworkers = 1\n\n[http]\nmax_connections = 1\n\n[[listener]]\n\
+         bind = \"127.0.0.1:0\"\nproxy_protocol = true\n\n[upstream.app]\nservers = [\"{}\"]\n\n\
+         [[route]]\nupstream = \"app\"\n",
+        up.addr
+    ));
+    // Accepted in order: the first waits for its header and holds the worker's one place,
+    // so the second is closed at accept.
+    let mut first = connect(rw.addr());
+    let mut second = connect(rw.addr());
+    let opening = format!("PROXY TCP4 192.0.2.1 127.0.0.1 1 80\r\n{}", get("/x"));
+    let _ = second.write_all(opening.as_bytes());
+    let mut got = Vec::new();
+    let _ = second.read_to_end(&mut got);
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    first.write_all(opening.as_bytes()).unwrap();
+    let resp = read_response(&mut BufReader::new(first), false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(up.count(), 1);
+}

@@ -170,7 +170,9 @@ pub async fn read_header(
 /// waits for new bytes rather than waking at once for the ones already seen.
 async fn take_header(stream: &TcpStream) -> Option<Option<SocketAddr>> {
     let fd = stream.as_raw_fd();
-    let mut buf = vec![0u8; V2_MAX];
+    // Enough for a v1 line or a v2 header with addresses and a few TLVs; grown (to V2_MAX)
+    // only for a longer one, so a connection waiting for its header holds little.
+    let mut buf = vec![0u8; 256];
     let mut have = 0;
     // MSG_DONTWAIT throughout: the socket may be in blocking mode under io_uring, and a
     // worker must never block; readiness comes from the runtime.
@@ -199,12 +201,17 @@ async fn take_header(stream: &TcpStream) -> Option<Option<SocketAddr>> {
                     return (recv(&mut buf[have..len], 0) == rest as isize).then_some(source);
                 }
                 Parsed::Invalid(_) => return None,
-                Parsed::Partial if seen == buf.len() => return None,
                 Parsed::Partial => {
                     if recv(&mut buf[have..seen], 0) != n {
                         return None;
                     }
                     have = seen;
+                    if have == buf.len() {
+                        if have >= V2_MAX {
+                            return None;
+                        }
+                        buf.resize((have * 2).min(V2_MAX), 0);
+                    }
                 }
             }
         } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {

@@ -216,13 +216,18 @@ async fn accept_loop(
                         let timeout = state.config.http.header_timeout;
                         let worker = state.worker.clone();
                         drop(state);
+                        // Counted while its header is awaited, so that max_connections bounds
+                        // connections that never send one too.
+                        worker.connections.set(worker.connections.get() + 1);
                         let (current, kind) = (current.clone(), kind.clone());
                         monoio::spawn(async move {
                             let header =
                                 proxy_protocol::read_header(&stream, peer, &worker.watchdog, timeout);
+                            let client = header.await;
+                            worker.connections.set(worker.connections.get() - 1);
                             // Missing, malformed or late: closed unanswered, as HAProxy and
                             // nginx do (the balancer in front is misconfigured, not a client).
-                            if let Some(client) = header.await {
+                            if let Some(client) = client {
                                 serve(&current, index, &kind, stream, client);
                             }
                         });

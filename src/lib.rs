@@ -13,6 +13,7 @@ pub mod l4;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod sock;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -588,10 +588,6 @@ impl Validator<'_> {
                 ))
             }
         };
-        let health_check = health_check.map(|h| HealthCheck {
-            proxy_header: send_proxy_protocol,
-            ..h
-        });
         Ok(Upstream {
             name: name.to_string(),
             servers,
@@ -641,27 +637,27 @@ impl Validator<'_> {
         routes: &[Route],
         upstreams: &[Upstream],
     ) -> Result<(), ConfigError> {
+        let refuse = |key: String, u: usize| {
+            match &upstreams[u] {
+            up if up.send_proxy_protocol.is_some() => Err(self.err(
+                key,
+                format!(
+                    "upstream {:?} sends a PROXY protocol header (send_proxy_protocol), which only tcp listeners may use: an HTTP upstream's pooled connections carry many clients",
+                    up.name
+                ),
+            )),
+            _ => Ok(()),
+        }
+        };
         for (i, r) in routes.iter().enumerate() {
-            let used: Vec<(String, usize)> = match &r.action {
-                Action::Forward(u) => vec![(format!("route[{i}].upstream"), *u)],
-                Action::Aggregate(a) => a
-                    .parts
-                    .iter()
-                    .enumerate()
-                    .map(|(k, p)| (format!("route[{i}].aggregate[{k}].upstream"), p.upstream))
-                    .collect(),
-                Action::Respond(_) | Action::Redirect(_) => Vec::new(),
-            };
-            for (key, u) in used {
-                if upstreams[u].send_proxy_protocol.is_some() {
-                    return Err(self.err(
-                        key,
-                        format!(
-                            "upstream {:?} sends a PROXY protocol header (send_proxy_protocol), which only tcp listeners may use: an HTTP upstream's pooled connections carry many clients",
-                            upstreams[u].name
-                        ),
-                    ));
+            match &r.action {
+                Action::Forward(u) => refuse(format!("route[{i}].upstream"), *u)?,
+                Action::Aggregate(a) => {
+                    for (k, p) in a.parts.iter().enumerate() {
+                        refuse(format!("route[{i}].aggregate[{k}].upstream"), p.upstream)?;
+                    }
                 }
+                Action::Respond(_) | Action::Redirect(_) => {}
             }
         }
         Ok(())
@@ -754,7 +750,6 @@ impl Validator<'_> {
                 1,
                 100,
             )? as u32,
-            proxy_header: None,
         })
     }
 
@@ -1050,15 +1045,15 @@ impl Validator<'_> {
         if let Some(c) = &r.cors {
             f.cors = Some(self.cors(&format!("{key}.cors"), c)?);
         }
+        if r.ip_allow.as_ref().is_some_and(Vec::is_empty) {
+            return Err(self.err(
+                format!("{key}.ip_allow"),
+                "an empty allow list admits no one: list addresses, or leave it out",
+            ));
+        }
         if r.ip_allow.is_some() || r.ip_deny.is_some() {
             let blocks = |field: &str, list: &Option<Vec<String>>| {
                 let list = list.as_deref().unwrap_or_default();
-                if list.is_empty() && field == "ip_allow" && r.ip_allow.is_some() {
-                    return Err(self.err(
-                        format!("{key}.{field}"),
-                        "an empty allow list admits no one: list addresses, or leave it out",
-                    ));
-                }
                 list.iter()
                     .enumerate()
                     .map(|(i, b)| {

@@ -195,9 +195,6 @@ pub struct HealthCheck {
     pub timeout: Duration,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
-    /// The upstream's `send_proxy_protocol`: an HTTP probe opens with a header that names no
-    /// client (v1 UNKNOWN, v2 LOCAL), as HAProxy's check-send-proxy does.
-    pub proxy_header: Option<u8>,
 }
 
 /// Passive health: eject a server after consecutive failures seen on live traffic.

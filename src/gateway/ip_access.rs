@@ -22,6 +22,7 @@ impl Cidr {
             .trim()
             .parse()
             .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        // Not `key`: a block written in IPv6 stays IPv6, whatever its bits.
         let (bits, v4) = match ip {
             IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, true),
             IpAddr::V6(a) => (u128::from(a), false),
@@ -51,16 +52,21 @@ impl Cidr {
         })
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
-        let (bits, v4) = match ip {
-            IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, true),
-            // A dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d.
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => (u128::from(u32::from(v4)) << 96, true),
-                None => (u128::from(a), false),
-            },
-        };
+    /// Whether the address `key` gave lies in the block.
+    fn contains(&self, (bits, v4): (u128, bool)) -> bool {
         v4 == self.v4 && bits & self.mask == self.net
+    }
+}
+
+/// An address as the blocks compare it: its bits left-aligned in 128, and whether it is IPv4.
+/// A dual-stack socket shows IPv4 clients as ::ffff:a.b.c.d; they count as IPv4.
+fn key(ip: IpAddr) -> (u128, bool) {
+    match ip {
+        IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, true),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => (u128::from(u32::from(v4)) << 96, true),
+            None => (u128::from(a), false),
+        },
     }
 }
 
@@ -78,6 +84,7 @@ impl IpRules {
         let Ok(ip) = client.parse::<IpAddr>() else {
             return self.allow.is_empty() && self.deny.is_empty();
         };
+        let ip = key(ip);
         !self.deny.iter().any(|c| c.contains(ip))
             && (self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip)))
     }

@@ -177,16 +177,10 @@ pub async fn serve_tls(cell: Rc<StateCell>, tcp: TcpStream, peer: SocketAddr, tl
 fn discard_received(tcp: &TcpStream) {
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
-        // SAFETY: into a live local buffer of its length; MSG_DONTWAIT never blocks.
-        let n = unsafe {
-            libc::recv(
-                tcp.as_raw_fd(),
-                sink.as_mut_ptr().cast(),
-                sink.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n <= 0 {
+        if !matches!(
+            crate::sock::recv_now(tcp.as_raw_fd(), &mut sink, 0),
+            Ok(1..)
+        ) {
             break;
         }
     }

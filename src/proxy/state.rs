@@ -74,19 +74,21 @@ impl WorkerCtx {
     /// Counts a response to a client by its status class.
     #[inline]
     pub fn count_response(&self, status: u16) {
-        if let Some(c) = self
-            .responses
-            .get(usize::from(status / 100).wrapping_sub(1))
-        {
-            crate::telemetry::bump(c);
+        self.count_class(usize::from(status / 100));
+    }
+
+    /// Counts a response Ringway wrote itself, by the class digit of its head
+    /// (`HTTP/1.1 NNN ...` in `out`).
+    pub fn count_head(&self, head: &[u8]) {
+        if let Some(&d) = head.get(9) {
+            self.count_class(usize::from(d.wrapping_sub(b'0')));
         }
     }
 
-    /// Counts a response Ringway wrote itself, from its head (`HTTP/1.1 NNN ...` in `out`).
-    pub fn count_head(&self, head: &[u8]) {
-        if let Some(&[a, b, c]) = head.get(9..12) {
-            let digit = |d: u8| u16::from(d.wrapping_sub(b'0'));
-            self.count_response(digit(a) * 100 + digit(b) * 10 + digit(c));
+    #[inline]
+    fn count_class(&self, class: usize) {
+        if let Some(c) = self.responses.get(class.wrapping_sub(1)) {
+            crate::telemetry::bump(c);
         }
     }
 

@@ -79,7 +79,7 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
     // Kept alive (and replaced on reload) so the probe threads run; dropping stops them.
     let mut _probes = Probes::start(&config, &published);
     let board = Arc::new(crate::telemetry::Board::new(workers));
-    board.set_published(published.clone());
+    board.follow(&config, published.clone());
     let shared = Arc::new(Shared {
         shutdown: AtomicBool::new(false),
         generation: AtomicU64::new(0),
@@ -91,7 +91,6 @@ pub fn run(config: Config, path: Option<PathBuf>) -> Result<(), String> {
         access_log: OnceLock::new(),
     });
     open_access_log(&shared, None, &config)?;
-    shared.board.set_caches(cache_names(&config));
     let mut handles = Vec::new();
     for (id, socks) in sockets.into_iter().enumerate() {
         let cpu = config.runtime.cpus.get(id).copied();
@@ -221,10 +220,9 @@ fn reload(
                 eprintln!("ringway: reload refused, still serving the old config: {e}");
                 return None;
             }
-            shared.board.set_caches(cache_names(&new));
             let published = Published::build(&new, Some(&current.published));
             let probes = Probes::start(&new, &published);
-            shared.board.set_published(published.clone());
+            shared.board.follow(&new, published.clone());
             shared.publish(Snapshot {
                 config: Arc::new(new),
                 published,
@@ -269,10 +267,6 @@ fn open_access_log(shared: &Shared, old: Option<&Config>, new: &Config) -> Resul
         }
     }
     Ok(())
-}
-
-fn cache_names(c: &Config) -> Vec<String> {
-    c.caches.iter().map(|z| z.name.clone()).collect()
 }
 
 /// The keys whose change a reload cannot apply (the running process keeps the old value), by

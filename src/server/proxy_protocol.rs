@@ -3,7 +3,9 @@
 //! and written to the servers of L4 upstreams, so that they learn the client too.
 
 use crate::deadline::{Phase, Watchdog};
+use crate::sock::recv_now;
 use monoio::net::TcpStream;
+use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -161,8 +163,7 @@ pub async fn read_header(
     watch.arm(timeout, Phase::Read);
     let found = take_header(stream).await;
     watch.disarm();
-    let source = found?;
-    Some(source.unwrap_or(peer))
+    found.map(|source| source.unwrap_or(peer))
 }
 
 /// Peeks until the header is whole, then takes exactly its bytes. The bytes of a header that
@@ -174,48 +175,36 @@ async fn take_header(stream: &TcpStream) -> Option<Option<SocketAddr>> {
     // only for a longer one, so a connection waiting for its header holds little.
     let mut buf = vec![0u8; 256];
     let mut have = 0;
-    // MSG_DONTWAIT throughout: the socket may be in blocking mode under io_uring, and a
-    // worker must never block; readiness comes from the runtime.
-    let recv = |buf: &mut [u8], flags: i32| -> isize {
-        unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                flags | libc::MSG_DONTWAIT,
-            )
-        }
-    };
     loop {
-        let n = recv(&mut buf[have..], libc::MSG_PEEK);
-        if n == 0 {
+        match recv_now(fd, &mut buf[have..], libc::MSG_PEEK) {
             // Closed, or shut down by the deadline.
-            return None;
-        }
-        if n > 0 {
-            let seen = have + n as usize;
-            match parse(&buf[..seen]) {
-                Parsed::Done { len, source } => {
-                    // A header whole within the bytes already taken would have parsed then.
-                    let rest = len.checked_sub(have)?;
-                    return (recv(&mut buf[have..len], 0) == rest as isize).then_some(source);
-                }
-                Parsed::Invalid(_) => return None,
-                Parsed::Partial => {
-                    if recv(&mut buf[have..seen], 0) != n {
-                        return None;
+            Ok(0) => return None,
+            Ok(n) => {
+                let seen = have + n;
+                match parse(&buf[..seen]) {
+                    Parsed::Done { len, source } => {
+                        // A header whole within the bytes already taken would have parsed then.
+                        let rest = len.checked_sub(have)?;
+                        let taken = recv_now(fd, &mut buf[have..len], 0).ok()?;
+                        return (taken == rest).then_some(source);
                     }
-                    have = seen;
-                    if have == buf.len() {
-                        if have >= V2_MAX {
+                    Parsed::Invalid(_) => return None,
+                    Parsed::Partial => {
+                        if recv_now(fd, &mut buf[have..seen], 0).ok()? != n {
                             return None;
                         }
-                        buf.resize((have * 2).min(V2_MAX), 0);
+                        have = seen;
+                        if have == buf.len() {
+                            if have >= V2_MAX {
+                                return None;
+                            }
+                            buf.resize((have * 2).min(V2_MAX), 0);
+                        }
                     }
                 }
             }
-        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
-            return None;
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
         }
         if stream.readable(false).await.is_err() {
             return None;
@@ -227,37 +216,37 @@ async fn take_header(stream: &TcpStream) -> Option<Option<SocketAddr>> {
 /// connection made to `dest`. An IPv4 address beside an IPv6 one is written IPv4-mapped: a
 /// header has one family.
 pub fn encode(version: u8, source: SocketAddr, dest: SocketAddr, out: &mut Vec<u8>) {
-    let (src, dst) = match (source.ip(), dest.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => (IpAddr::V4(s), IpAddr::V4(d)),
-        (s, d) => (IpAddr::V6(mapped(s)), IpAddr::V6(mapped(d))),
+    let (sport, dport) = (source.port(), dest.port());
+    let v4 = match (source.ip(), dest.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Some((s, d)),
+        _ => None,
     };
+    let (s6, d6) = (mapped(source.ip()), mapped(dest.ip()));
     if version == 1 {
-        let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
-        let line = format!(
-            "PROXY {family} {src} {dst} {} {}\r\n",
-            source.port(),
-            dest.port()
-        );
-        out.extend_from_slice(line.as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = match v4 {
+            Some((s, d)) => write!(out, "PROXY TCP4 {s} {d} {sport} {dport}\r\n"),
+            None => write!(out, "PROXY TCP6 {s6} {d6} {sport} {dport}\r\n"),
+        };
         return;
     }
     out.extend_from_slice(V2_SIGNATURE);
-    // Version 2, command PROXY; then the family, TCP over IPv4 or IPv6.
+    // Version 2, command PROXY; then the family (TCP over IPv4 or IPv6) and the addresses.
     out.push(0x21);
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
+    match v4 {
+        Some((s, d)) => {
             out.extend_from_slice(&[0x11, 0, 12]);
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
         }
-        (s, d) => {
+        None => {
             out.extend_from_slice(&[0x21, 0, 36]);
-            out.extend_from_slice(&mapped(s).octets());
-            out.extend_from_slice(&mapped(d).octets());
+            out.extend_from_slice(&s6.octets());
+            out.extend_from_slice(&d6.octets());
         }
     }
-    out.extend_from_slice(&source.port().to_be_bytes());
-    out.extend_from_slice(&dest.port().to_be_bytes());
+    out.extend_from_slice(&sport.to_be_bytes());
+    out.extend_from_slice(&dport.to_be_bytes());
 }
 
 /// Appends the header of a connection that carries no client's traffic (a health probe): v1

@@ -183,10 +183,10 @@ async fn worker_main(
 /// What a listener is, fixed at start: its protocol, its TLS settings then, and whether each
 /// connection opens with a PROXY protocol header.
 #[derive(Clone)]
-pub struct ListenerKind {
-    pub protocol: Protocol,
-    pub tls: Option<ListenerTls>,
-    pub proxy_protocol: bool,
+struct ListenerKind {
+    protocol: Protocol,
+    tls: Option<ListenerTls>,
+    proxy_protocol: bool,
 }
 
 /// Accepts on one listener until stopped. `index` is the listener's place in the config;

@@ -4,7 +4,8 @@
 
 pub mod access_log;
 
-use crate::upstream::published::{now_ms, Published};
+use crate::config::Config;
+use crate::upstream::published::{now_ms, Published, PublishedServer};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,17 +98,17 @@ impl Board {
         }
     }
 
-    pub fn set_caches(&self, names: Vec<String>) {
+    /// Follows the config in force (at start and on every reload): its cache zones, and its
+    /// upstreams' shared state.
+    pub fn follow(&self, config: &Config, published: Arc<Published>) {
+        let names = config.caches.iter().map(|z| z.name.clone()).collect();
         match self.caches.lock() {
             Ok(mut g) => *g = names,
             Err(poisoned) => *poisoned.into_inner() = names,
         }
-    }
-
-    pub fn set_published(&self, p: Arc<Published>) {
         match self.published.lock() {
-            Ok(mut g) => *g = Some(p),
-            Err(poisoned) => *poisoned.into_inner() = Some(p),
+            Ok(mut g) => *g = Some(published),
+            Err(poisoned) => *poisoned.into_inner() = Some(published),
         }
     }
 
@@ -337,15 +338,13 @@ impl Board {
         );
         o
     }
-}
 
-impl Board {
     /// What all workers agree on about each server: its health verdict and ejections. One row
     /// per server, with no worker label.
     fn render_server_state(&self, family: &mut impl FnMut(&str, &str, &str, Vec<(String, u64)>)) {
         let Some(p) = self.published() else { return };
         let now = now_ms();
-        let rows = |f: &dyn Fn(&crate::upstream::published::PublishedServer) -> u64| {
+        let rows = |f: &dyn Fn(&PublishedServer) -> u64| {
             let mut rows = Vec::new();
             for u in &p.upstreams {
                 let name = escape(&u.name);

@@ -28,9 +28,10 @@ impl Probes {
             let p = p.clone();
             let stop = stop.clone();
             let addrs: Vec<SocketAddr> = u.servers.iter().map(|s| s.addr).collect();
+            let proxy_header = u.send_proxy_protocol;
             let spawned = std::thread::Builder::new()
                 .name(format!("ringway-hc-{}", u.name))
-                .spawn(move || probe_loop(&check, &addrs, &p, &stop));
+                .spawn(move || probe_loop(&check, proxy_header, &addrs, &p, &stop));
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => eprintln!("ringway: cannot start health checks for {}: {e}", u.name),
@@ -51,6 +52,7 @@ impl Drop for Probes {
 
 fn probe_loop(
     check: &HealthCheck,
+    proxy_header: Option<u8>,
     addrs: &[SocketAddr],
     published: &PublishedUpstream,
     stop: &AtomicBool,
@@ -62,7 +64,7 @@ fn probe_loop(
         let started = Instant::now();
         for (i, addr) in addrs.iter().enumerate() {
             let server = &published.servers[i];
-            let ok = probe(check, *addr);
+            let ok = probe(check, proxy_header, *addr);
             if ok {
                 ok_streak[i] += 1;
                 fail_streak[i] = 0;
@@ -104,7 +106,9 @@ fn probe_loop(
 }
 
 /// One probe: a TCP connect, or an HTTP/1.1 GET whose status must fall in the expected range.
-pub fn probe(check: &HealthCheck, addr: SocketAddr) -> bool {
+/// `proxy_header` is the upstream's `send_proxy_protocol`: a GET then opens with a header that
+/// names no client (v1 UNKNOWN, v2 LOCAL), as HAProxy's check-send-proxy does.
+pub fn probe(check: &HealthCheck, proxy_header: Option<u8>, addr: SocketAddr) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, check.timeout) else {
         return false;
     };
@@ -115,10 +119,10 @@ pub fn probe(check: &HealthCheck, addr: SocketAddr) -> bool {
     let _ = s.set_write_timeout(Some(check.timeout));
     let host = host.clone().unwrap_or_else(|| addr.to_string());
     let mut req = Vec::with_capacity(128);
-    if let Some(version) = check.proxy_header {
+    if let Some(version) = proxy_header {
         crate::server::proxy_protocol::encode_local(version, &mut req);
     }
-    req.extend_from_slice(format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: ringway-health\r\nconnection: close\r\n\r\n").as_bytes());
+    let _ = write!(req, "GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: ringway-health\r\nconnection: close\r\n\r\n");
     if s.write_all(&req).is_err() {
         return false;
     }
